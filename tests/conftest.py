@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = Path(os.environ.get("SONOMARK_DATA", REPO.parent / "shared" / "datasets"))
+from models.data import DEFAULT_DATA_DIR as SHARED_DATASETS
 
 
 def scan(seed: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:

@@ -4,12 +4,17 @@ A new source (e.g. SonoMark's own annotation exports) is one more entry in ``SOU
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from . import busbra, busi
 from .records import Case, DatasetError, DatasetRead
+
+
+# Where the BUSI and BUS-BRA releases live unless a command is given another folder.
+DEFAULT_DATA_DIR = Path(os.environ.get("SONOMARK_DATA", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""SonoMark's Gradio app: layout and thin handlers over the ``models`` library."""

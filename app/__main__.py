@@ -1,7 +1,14 @@
-"""``python -m app``: run SonoMark locally (http://127.0.0.1:7860)."""
+"""``python -m app`` (or ``python app/__main__.py``, as a Hugging Face Space runs it): the app.
+
+Serves on http://127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
+"""
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# A Space runs this file as a script from the repository root, where `app` is not yet importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.ui import build  # noqa: E402  (analytics must be off before gradio is imported)
 

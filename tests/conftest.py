@@ -10,6 +10,8 @@ from PIL import Image
 
 from models.data import DEFAULT_DATA_DIR as SHARED_DATASETS
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def scan(seed: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
     """A distinct synthetic 'scan' (smooth random texture, so perceptual hashes differ by seed)."""

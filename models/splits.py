@@ -111,9 +111,11 @@ def _busi_assignment(cases: list[Case], groups: dict[str, str], seed: int) -> di
     if not cases:
         return {}
     n_groups = len({groups[c.case_id] for c in cases})
-    if n_groups < BUSI_FOLDS:
-        raise ValueError(f"{cases[0].source}: {n_groups} groups of cases, too few for a {BUSI_FOLDS}-fold grouped "
-                         f"split; a dataset needs at least {BUSI_FOLDS} (better hundreds) to be split")
+    largest_class = max(Counter(c.label for c in cases).values())
+    if n_groups < BUSI_FOLDS or largest_class < BUSI_FOLDS:
+        raise ValueError(f"{cases[0].source}: {n_groups} groups of cases, largest class {largest_class}: too few for "
+                         f"a {BUSI_FOLDS}-fold grouped split; a dataset needs {BUSI_FOLDS} groups and a class of "
+                         f"{BUSI_FOLDS} cases at least (better hundreds) to be split")
     sgkf = StratifiedGroupKFold(n_splits=BUSI_FOLDS, shuffle=True, random_state=seed)
     y = [CLASSES.index(c.label) for c in cases]
     g = [groups[c.case_id] for c in cases]

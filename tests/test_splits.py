@@ -124,7 +124,7 @@ def test_cross_source_duplicate_group_stays_on_one_side(tmp_path):
 
 def test_too_small_a_dataset_is_a_clear_error(busi):
     cases = load_cases([busi])
-    with pytest.raises(ValueError, match="busi: 13 groups of cases, too few"):
+    with pytest.raises(ValueError, match="busi: 13 groups of cases, largest class 6: too few"):
         splits.make_split(cases, survey(cases, progress=False))
 
 

@@ -1,0 +1,111 @@
+"""Running models and fusing their outputs: the ensemble's arithmetic, shared by calibration,
+evaluation and the analysis engine.
+
+Classifiers: each model's logits are divided by its temperature (fitted on validation), turned
+into probabilities, and averaged with the ensemble's weights. Segmenters: lesion probability maps
+are averaged with their weights and thresholded at the fitted threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .preprocess import normalize
+from .zoo import ModelSpec
+
+
+@torch.no_grad()
+def run_model(model: nn.Module, spec: ModelSpec, images: np.ndarray, batch_size: int = 16, device: str = "cpu",
+              bf16: bool = False) -> np.ndarray:
+    """Raw outputs for uint8 scans ``(N, S, S)`` at the spec's size: logits ``(N, classes)`` for a
+    classifier, lesion probabilities ``(N, S, S)`` for a segmenter."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device), spec)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            y = model(x).float()
+        out.append((y if spec.task == "classify" else torch.sigmoid(y[:, 0])).cpu().numpy())
+    return np.concatenate(out) if out else np.empty((0,))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def normalized(weights: Mapping[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"ensemble weights {dict(weights)} must have a positive sum")
+    return {k: v / total for k, v in weights.items()}
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The ensemble's fitted parameters (from the manifest)."""
+
+    temperatures: dict[str, float]
+    class_weights: dict[str, float]
+    seg_weights: dict[str, float]
+    threshold: float = 0.5
+
+    def classify(self, logits: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-model calibrated probabilities and the weighted ensemble probabilities."""
+        per_model = {n: softmax(l, self.temperatures.get(n, 1.0)) for n, l in logits.items()}
+        w = normalized({n: self.class_weights.get(n, 1.0) for n in per_model})
+        return per_model, sum(w[n] * p for n, p in per_model.items())
+
+    def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The weighted mean lesion probability (maps must share one shape)."""
+        w = normalized({n: self.seg_weights.get(n, 1.0) for n in probs})
+        return sum(w[n] * p for n, p in probs.items())
+
+    @classmethod
+    def from_manifest(cls, manifest) -> Fusion:
+        fitted = manifest.ensemble.get("fitted", {})
+        return cls(temperatures={n: m.get("temperature", 1.0) for n, m in manifest.models.items()},
+                   class_weights=fitted.get("class_weights", {}), seg_weights=fitted.get("seg_weights", {}),
+                   threshold=fitted.get("threshold", 0.5))
+
+
+@dataclass(frozen=True)
+class CasePredictions:
+    """Every shipped model's raw output on a list of cases (at each model's input size)."""
+
+    case_ids: tuple[str, ...]
+    sources: tuple[str, ...]
+    groups: tuple[str, ...]
+    labels: np.ndarray  # index into CLASSES
+    logits: dict[str, np.ndarray]  # classifier -> (N, classes)
+    seg_probs: dict[str, np.ndarray]  # segmenter -> (N, S, S)
+    masks: np.ndarray  # (N, S, S) ground truth at the segmenters' size
+
+
+def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, device: str = "cpu",
+                  progress: bool = True) -> CasePredictions:
+    """Run every model of ``manifest`` over ``cases`` (each scan decoded once per input size)."""
+    from .preprocess import decode_cases
+    from .zoo import get_spec
+
+    by_size: dict[int, object] = {}
+    logits, seg = {}, {}
+    for name in manifest.shipped():
+        spec = get_spec(name)
+        if spec.input_size not in by_size:
+            by_size[spec.input_size] = decode_cases(cases, spec.input_size, groups, progress=progress)
+        arrays = by_size[spec.input_size]
+        out = run_model(manifest.load(name, device), spec, arrays.images, device=device)
+        (logits if spec.task == "classify" else seg)[name] = out
+    sizes = {get_spec(n).input_size for n in seg}
+    if len(sizes) > 1:
+        raise ValueError(f"segmenters have input sizes {sorted(sizes)}; fusion needs one common size")
+    first = next(iter(by_size.values())) if by_size else decode_cases(cases, 224, groups, progress=progress)
+    masks = by_size[sizes.pop()].masks if sizes else first.masks
+    return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks)

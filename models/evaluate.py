@@ -1,0 +1,208 @@
+"""Evaluation: ``python -m models.evaluate [--data DIR...] [--split-name test]``.
+
+Every shipped model and the ensemble, on each dataset's cases of the committed split's test part:
+classification metrics (macro-F1 over the classes the dataset has), and segmentation metrics with
+Dice at the scan's original resolution; 95% intervals resample groups (patients, near-duplicates).
+Writes ``weights/metrics.json`` and PNG plots in ``weights/plots/``; every number names the split
+and the dataset's fingerprint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .data.images import load_gray, load_mask
+from .data.records import CLASSES, Case
+from .data.sources import DEFAULT_DATA_DIR
+from .ensemble import CasePredictions, Fusion, predict_cases
+from .metrics import ClassificationMetrics, SegmentationMetrics, classification_metrics, segmentation_metrics
+from .splits import DEFAULT_SPLIT, SPLITS, load_verified
+from .weights import WEIGHTS_DIR, Manifest
+
+ENSEMBLE = "ensemble"
+# Quality floors of the shipped ensemble on the test splits (issue: model zoo and weights).
+FLOORS = {"busi": {"macro_f1": 0.80, "malignant_auc": 0.90, "dice_mean": 0.75},
+          "busbra": {"macro_f1": 0.80, "malignant_auc": 0.88, "dice_mean": 0.82}}
+
+
+@dataclass(frozen=True)
+class DatasetEvaluation:
+    source: str
+    split: str
+    fingerprint: str
+    n_cases: int
+    classification: dict[str, ClassificationMetrics]  # model name or "ensemble"
+    segmentation: dict[str, SegmentationMetrics]
+
+    def to_json(self) -> dict:
+        return {"split": self.split, "fingerprint": self.fingerprint, "n_cases": self.n_cases,
+                "classification": {k: v.to_json() for k, v in self.classification.items()},
+                "segmentation": {k: v.to_json() for k, v in self.segmentation.items()}}
+
+    def ensemble_scores(self) -> dict[str, float]:
+        out = {}
+        if ENSEMBLE in self.classification:
+            s = self.classification[ENSEMBLE].scores
+            out |= {k: s[k].value for k in ("macro_f1", "malignant_auc") if k in s}
+        if ENSEMBLE in self.segmentation:
+            out["dice_mean"] = self.segmentation[ENSEMBLE].scores["dice_mean"].value
+        return out
+
+
+def _full_size(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(prob.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, split: str, fingerprint: str,
+                     n_boot: int = 1000, seg_threshold_per_model: float = 0.5) -> DatasetEvaluation:
+    y = [CLASSES[k] for k in preds.labels]
+    present = [c for c in CLASSES if c in set(y)]
+    groups = list(preds.groups)
+    cls: dict[str, ClassificationMetrics] = {}
+    if preds.logits:
+        per_model, fused = fusion.classify(preds.logits)
+        for name, probs in {**per_model, ENSEMBLE: fused}.items():
+            cls[name] = classification_metrics(y, probs, groups=groups, average_over=present, n_boot=n_boot)
+    seg: dict[str, SegmentationMetrics] = {}
+    if preds.seg_probs:
+        truths = [load_mask(c.mask_paths, load_gray(c.image_path).shape) for c in cases]
+        maps = {**preds.seg_probs, ENSEMBLE: fusion.segment(preds.seg_probs)}
+        for name, prob in maps.items():
+            t = fusion.threshold if name == ENSEMBLE else seg_threshold_per_model
+            masks = [_full_size(p, m.shape) > t for p, m in zip(prob, truths)]
+            seg[name] = segmentation_metrics(masks, truths, groups=groups, n_boot=n_boot)
+    return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg)
+
+
+def write_plots(ev: DatasetEvaluation, preds: CasePredictions, fusion: Fusion, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    tag = f"{ev.source} {ev.split} (fingerprint {ev.fingerprint[:8]}, n={ev.n_cases})"
+    if ENSEMBLE in ev.classification:
+        m = ev.classification[ENSEMBLE]
+        fig, ax = plt.subplots(figsize=(4.2, 3.8))
+        cm = np.array(m.confusion)
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(CLASSES)), CLASSES)
+        ax.set_yticks(range(len(CLASSES)), CLASSES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"ensemble confusion\n{tag}", fontsize=8)
+        fig.tight_layout()
+        written.append(folder / f"{ev.source}_confusion.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+    if ENSEMBLE in ev.classification and "malignant_auc" in ev.classification[ENSEMBLE].scores:
+        per_model, fused = fusion.classify(preds.logits)
+        mal = CLASSES.index("malignant")
+        y = preds.labels == mal
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
+        for name, probs in {**per_model, ENSEMBLE: fused}.items():
+            fpr, tpr, _ = roc_curve(y, probs[:, mal])
+            auc = ev.classification[name].scores["malignant_auc"]
+            a.plot(fpr, tpr, lw=2.5 if name == ENSEMBLE else 1, label=f"{name} AUC {auc.value:.3f}")
+        a.plot([0, 1], [0, 1], "k:", lw=0.8)
+        a.set_xlabel("1 - specificity")
+        a.set_ylabel("sensitivity")
+        a.set_title("malignant vs rest ROC", fontsize=9)
+        a.legend(fontsize=7)
+        conf, correct = fused.max(1), fused.argmax(1) == preds.labels
+        edges = np.linspace(0, 1, 11)
+        centers, accs = [], []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            sel = (conf > lo) & (conf <= hi)
+            if sel.any():
+                centers.append(conf[sel].mean())
+                accs.append(correct[sel].mean())
+        b.plot([0, 1], [0, 1], "k:", lw=0.8)
+        b.plot(centers, accs, "o-")
+        b.set_xlabel("ensemble confidence")
+        b.set_ylabel("accuracy")
+        b.set_title(f"reliability (ECE {ev.classification[ENSEMBLE].scores['ece'].value:.3f})", fontsize=9)
+        fig.suptitle(tag, fontsize=8)
+        fig.tight_layout()
+        written.append(folder / f"{ev.source}_roc_reliability.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    if ev.segmentation:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        names = list(ev.segmentation)
+        ax.boxplot([ev.segmentation[n].dice for n in names], showmeans=True)
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
+        ax.set_ylabel("Dice per lesion image")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"Dice distribution\n{tag}", fontsize=8)
+        fig.tight_layout()
+        written.append(folder / f"{ev.source}_dice.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
+
+
+def evaluate(data_dirs, split_path: Path = DEFAULT_SPLIT, weights: Path = WEIGHTS_DIR, split_name: str = "test",
+             n_boot: int = 1000, plots: Path | None = None, progress: bool = True) -> dict[str, DatasetEvaluation]:
+    split, cases = load_verified(data_dirs, split_path, progress=progress)
+    manifest = Manifest.read(weights)
+    if not manifest.shipped():
+        raise FileNotFoundError(f"{weights / 'manifest.json'}: no shipped models to evaluate")
+    fusion = Fusion.from_manifest(manifest)
+    out = {}
+    for source in sorted({c.source for c in cases}):
+        chosen = [c for c in split.select(cases, split_name) if c.source == source]
+        preds = predict_cases(manifest, chosen, split.groups, progress=progress)
+        out[source] = evaluate_dataset(chosen, preds, fusion, split_name, split.fingerprints[source], n_boot)
+        if plots:
+            write_plots(out[source], preds, fusion, plots)
+    return out
+
+
+def summary_lines(results: dict[str, DatasetEvaluation]) -> list[str]:
+    lines = []
+    for source, ev in results.items():
+        lines.append(f"{source} {ev.split} (fingerprint {ev.fingerprint[:12]}, {ev.n_cases} cases)")
+        for name, m in ev.classification.items():
+            s = m.scores
+            lines.append(f"  {name:22s} macro-F1 {s['macro_f1']}  malignant AUC {s.get('malignant_auc', 'n/a')}  "
+                         f"ECE {s['ece'].value:.3f}")
+        for name, m in ev.segmentation.items():
+            lines.append(f"  {name:22s} Dice {m.scores['dice_mean']}  (median {m.scores['dice_median'].value:.3f})")
+        floors = FLOORS.get(source, {})
+        got = ev.ensemble_scores()
+        lines.append("  floors: " + ", ".join(f"{k} {got.get(k, float('nan')):.3f} {'>=' if got.get(k, -1) >= v else '<'} {v}"
+                                             for k, v in floors.items()))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="+", type=Path, default=[DEFAULT_DATA_DIR])
+    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    ap.add_argument("--split-name", default="test", choices=SPLITS)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--n-boot", type=int, default=1000)
+    args = ap.parse_args(argv)
+    results = evaluate(args.data, args.split, args.weights, args.split_name, args.n_boot, args.weights / "plots")
+    out = args.weights / ("metrics.json" if args.split_name == "test" else f"metrics_{args.split_name}.json")
+    out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
+    print("\n".join(summary_lines(results)))
+    print(f"wrote {out} and plots in {args.weights / 'plots'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Turning a scan into a model input, resolved from the model's registry entry.
+
+Training, evaluation and the analysis engine all call ``to_input`` so that preprocessing is never
+duplicated: the grayscale scan is resized to the spec's square input (area interpolation), put in
+all three channels and normalized with the spec's mean and std.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data.images import load_gray, load_mask
+from .data.records import CLASSES, Case
+from .zoo import ModelSpec
+
+
+def resize_scan(gray: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def normalize(batch_uint8: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """``(B, H, W)`` or ``(B, 1, H, W)`` uint8 scans to the model's normalized ``(B, 3, H, W)`` float input."""
+    x = batch_uint8.float().div_(255.0)
+    if x.ndim == 3:
+        x = x[:, None]
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return (x.expand(-1, 3, -1, -1) - mean) / std
+
+
+def to_input(gray: np.ndarray, spec: ModelSpec) -> torch.Tensor:
+    """One grayscale scan (any size, uint8) as the model's ``(1, 3, S, S)`` input."""
+    return normalize(torch.from_numpy(resize_scan(gray, spec.input_size))[None], spec)
+
+
+@dataclass(frozen=True)
+class CaseArrays:
+    """Cases decoded and resized once for training: scans, masks, labels, groups."""
+
+    case_ids: tuple[str, ...]
+    sources: tuple[str, ...]
+    groups: tuple[str, ...]
+    labels: np.ndarray  # int index into CLASSES
+    images: np.ndarray  # (N, S, S) uint8
+    masks: np.ndarray  # (N, S, S) bool
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+
+def decode_cases(cases: Sequence[Case], size: int, groups: dict[str, str] | None = None,
+                 progress: bool = True) -> CaseArrays:
+    images = np.empty((len(cases), size, size), np.uint8)
+    masks = np.empty((len(cases), size, size), bool)
+    for k, case in enumerate(tqdm(cases, desc=f"decoding at {size} px", unit="scan", disable=not progress)):
+        gray = load_gray(case.image_path)
+        images[k] = resize_scan(gray, size)
+        masks[k] = resize_mask(load_mask(case.mask_paths, gray.shape), size)
+    return CaseArrays(tuple(c.case_id for c in cases), tuple(c.source for c in cases),
+                      tuple((groups or {}).get(c.case_id, c.group_id) for c in cases),
+                      np.array([CLASSES.index(c.label) for c in cases]), images, masks)

@@ -1,0 +1,164 @@
+"""Shipped weights: fp16 safetensors in ``weights/`` with ``weights/manifest.json``.
+
+The manifest records, per model, the file and its sha256, the input spec it was trained with,
+its calibration (temperature), its validation score, and the training command; and, for the
+ensemble, the combination weights and the segmentation threshold fitted on validation.
+Loading verifies every checksum and that the registry still describes the weights.
+
+    python -m models.weights ship NAME...   # export runs/NAME/best.pt if it beats the shipped one
+    python -m models.weights verify         # check every file against the manifest
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .zoo import REGISTRY, ModelSpec, build_model, get_spec
+
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = REPO / "weights"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class WeightsError(RuntimeError):
+    """Shipped weights that are missing, altered, or no longer fit the registry."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def input_spec(spec: ModelSpec) -> dict:
+    return {"input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
+            "classes": list(spec.classes), "cam_layer": spec.cam_layer}
+
+
+@dataclass
+class Manifest:
+    folder: Path
+    data: dict
+
+    @classmethod
+    def read(cls, folder: Path = WEIGHTS_DIR) -> Manifest:
+        path = Path(folder) / MANIFEST
+        if not path.is_file():
+            return cls(Path(folder), {"format_version": FORMAT_VERSION, "models": {}, "ensemble": {}})
+        data = json.loads(path.read_text())
+        if data.get("format_version") != FORMAT_VERSION:
+            raise WeightsError(f"{path}: format {data.get('format_version')!r}, expected {FORMAT_VERSION}")
+        return cls(Path(folder), data)
+
+    def write(self) -> Path:
+        path = self.folder / MANIFEST
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        tmp.replace(path)
+        return path
+
+    @property
+    def models(self) -> dict[str, dict]:
+        return self.data["models"]
+
+    @property
+    def ensemble(self) -> dict:
+        return self.data.setdefault("ensemble", {})
+
+    def shipped(self, task: str | None = None) -> list[str]:
+        return [n for n, m in self.models.items() if task in (None, m["task"])]
+
+    def verify(self, name: str) -> Path:
+        """The weights file of ``name`` after checking it exists, its checksum and its input spec."""
+        if name not in self.models:
+            raise WeightsError(f"{self.folder / MANIFEST}: no shipped weights for {name!r} "
+                               f"(shipped: {', '.join(self.models) or 'none'}); train and ship it first")
+        entry = self.models[name]
+        path = self.folder / entry["file"]
+        if not path.is_file():
+            raise WeightsError(f"{path}: weights file missing; restore it (git checkout -- {path.name}) "
+                               "or re-ship the model")
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise WeightsError(f"{path}: sha256 {actual[:12]} does not match the manifest's {entry['sha256'][:12]}; "
+                               "the file is corrupt or was replaced without updating the manifest")
+        if entry["input"] != input_spec(get_spec(name)):
+            raise WeightsError(f"{path}: trained with input {entry['input']}, but the registry now says "
+                               f"{input_spec(get_spec(name))}; re-train or restore the registry entry")
+        return path
+
+    def load(self, name: str, device: str = "cpu") -> nn.Module:
+        """The shipped model in eval mode (fp32), after verifying its file."""
+        path = self.verify(name)
+        model = build_model(name, init=None)
+        state = load_file(path)
+        own = model.state_dict()
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+        return model.to(device).eval()
+
+
+def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False, command: str = "") -> bool:
+    """Export ``runs/<name>/best.pt`` to fp16 safetensors if its validation score beats the shipped one."""
+    best = Path(runs) / name / "best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best}: no trained checkpoint; run `python -m models.train --models {name}` first")
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    manifest = Manifest.read(folder)
+    old = manifest.models.get(name)
+    if old and not force and old["val_score"] >= ckpt["score"]:
+        print(f"{name}: validation score {ckpt['score']:.4f} does not beat the shipped {old['val_score']:.4f}; kept")
+        return False
+    spec = get_spec(name)
+    path = Path(folder) / spec.weights_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in ckpt["model"].items()}
+    save_file(half, str(path), metadata={"model": name, "format": "sonomark-fp16"})
+    manifest.models[name] = {
+        "task": spec.task, "arch": spec.arch, "init": spec.init, "file": spec.weights_file,
+        "sha256": sha256_file(path), "bytes": path.stat().st_size, "input": input_spec(spec),
+        "temperature": 1.0, "val_score": ckpt["score"], "best_epoch": ckpt["epoch"],
+        "train_config": ckpt["config"], "command": command or f"python -m models.train --models {name}",
+    }
+    manifest.ensemble.pop("fitted", None)  # calibration must be re-fitted with the new member
+    manifest.write()
+    print(f"{name}: shipped {path.name} ({path.stat().st_size / 1e6:.1f} MB, validation score {ckpt['score']:.4f})")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.weights", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("ship")
+    s.add_argument("names", nargs="+", choices=list(REGISTRY))
+    s.add_argument("--runs", type=Path, default=REPO / "runs")
+    s.add_argument("--force", action="store_true", help="ship even if it does not beat the shipped weights")
+    sub.add_parser("verify")
+    args = ap.parse_args(argv)
+    if args.command == "ship":
+        for name in args.names:
+            ship(name, args.runs, force=args.force)
+        return 0
+    manifest = Manifest.read()
+    total = 0
+    for name in manifest.shipped():
+        path = manifest.verify(name)
+        total += path.stat().st_size
+        print(f"{name}: {path.name} ok")
+    print(f"{len(manifest.shipped())} models, {total / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

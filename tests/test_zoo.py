@@ -1,0 +1,72 @@
+"""Generic checks for every registered model, parametrized over the registry (no weights, tiny inputs)."""
+import pytest
+import torch
+
+from models import zoo
+from models.data import CLASSES
+
+ALL = list(zoo.REGISTRY)
+
+
+def test_registry_has_the_ensemble():
+    assert {"vgg19_bn", "resnet18", "efficientnet_lite0"} <= set(zoo.names("classify"))
+    assert {"unet_lite0", "deeplabv3plus_lite0", "segformer_b0"} <= set(zoo.names("segment"))
+    with pytest.raises(KeyError, match="registered: vgg19_bn"):
+        zoo.get_spec("alexnet")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_build_forward_backward_and_shapes(name):
+    spec = zoo.get_spec(name)
+    torch.manual_seed(0)
+    model = zoo.build_model(name, init=None)
+    x = torch.randn(2, 3, 64, 64, requires_grad=False)
+    out = model(x)
+    if spec.task == "classify":
+        assert out.shape == (2, len(CLASSES)) and spec.classes == CLASSES
+    else:
+        assert out.shape == (2, 1, 64, 64)  # full resolution, whatever the architecture
+    out.float().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_spec_is_complete_and_cam_layer_exists(name):
+    spec = zoo.get_spec(name)
+    model = zoo.build_model(name, init=None)
+    layer = model.get_submodule(spec.cam_layer)
+    assert any(p.requires_grad for p in layer.parameters()) or list(layer.children()) or spec.cam_layer
+    assert spec.task in ("classify", "segment") and spec.input_size % 32 == 0
+    assert len(spec.mean) == len(spec.std) == 3 and spec.init and spec.arch
+    assert spec.weights_file == f"{name}.safetensors"
+
+
+def test_weights_fit_the_budget():
+    total = sum(sum(p.numel() for p in zoo.build_model(n, init=None).parameters()) for n in ALL)
+    assert total * 2 < 150e6  # fp16 bytes
+
+
+def test_lite0_imagenet_weights_load_offline():
+    raw = torch.load(zoo.lite0_imagenet_file(), map_location="cpu", weights_only=True)
+    classifier = zoo.build_model("efficientnet_lite0")
+    assert torch.equal(classifier.conv_stem.weight, raw["_conv_stem.weight"])
+    unet = zoo.build_model("unet_lite0")
+    assert torch.equal(unet.encoder.model.conv_stem.weight, raw["_conv_stem.weight"])
+    assert not torch.equal(zoo.build_model("efficientnet_lite0", init=None).conv_stem.weight, raw["_conv_stem.weight"])
+
+
+def test_local_weights_file_and_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    model = zoo.build_model("resnet18", init=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "r18.safetensors")
+    again = zoo.build_model("resnet18", init=tmp_path / "r18.safetensors")
+    assert torch.equal(again.conv1.weight, model.conv1.weight)
+    other = zoo.build_model("segformer_b0", init=None)
+    torch.save(other.state_dict(), tmp_path / "seg.pth")
+    with pytest.raises(ValueError, match="none of its"):
+        zoo.build_model("resnet18", init=tmp_path / "seg.pth")
+    with pytest.raises(FileNotFoundError, match="no such weights file"):
+        zoo.build_model("resnet18", init=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="no hub loader"):
+        zoo.build_model("unet_lite0", init="hub:someone/something")

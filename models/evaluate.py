@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate(args.data, args.split, args.weights, args.split_name, args.n_boot, args.weights / "plots")
     out = args.weights / ("metrics.json" if args.split_name == "test" else f"metrics_{args.split_name}.json")
     out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
+    from .model_card import write as write_card
+
+    print(f"wrote {write_card(args.weights)}")
     print("\n".join(summary_lines(results)))
     print(f"wrote {out} and plots in {args.weights / 'plots'}")
     return 0

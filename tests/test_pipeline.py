@@ -77,6 +77,9 @@ def test_calibrate_then_evaluate(world):
     assert set(busi["classification"]) == {"efficientnet_lite0", "ensemble"}
     assert set(busi["segmentation"]) == {"unet_lite0", "ensemble"}
     assert metrics["busbra"]["classification"]["ensemble"]["averaged_over"] == ["benign", "malignant"]
+    card = (wdir / "README.md").read_text()
+    assert "not a medical device" in card and "| efficientnet_lite0 |" in card and "| resnet18 |" in card
+    assert "Floors: macro_f1" in card and busi["fingerprint"][:12] in card
     for png in ("busi_confusion.png", "busi_roc_reliability.png", "busi_dice.png"):
         assert (wdir / "plots" / png).stat().st_size > 1000
 

@@ -1,0 +1,40 @@
+"""The repository's own weights: manifest, checksums, loading, size budget, and the quality floors."""
+import pytest
+import torch
+
+from models import evaluate
+from models.weights import WEIGHTS_DIR, Manifest
+from models.zoo import get_spec
+
+MANIFEST = Manifest.read(WEIGHTS_DIR)
+SHIPPED = MANIFEST.shipped()
+needs_weights = pytest.mark.skipif(not SHIPPED, reason="no weights shipped yet in weights/manifest.json")
+
+
+@needs_weights
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_verifies_and_runs(name):
+    spec = get_spec(name)
+    model = MANIFEST.load(name)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, spec.input_size, spec.input_size))
+    assert out.shape[0] == 1 and torch.isfinite(out).all()
+
+
+@needs_weights
+def test_weights_budget_and_fitted_ensemble():
+    total = sum((WEIGHTS_DIR / m["file"]).stat().st_size for m in MANIFEST.models.values())
+    assert total <= 150 * 1024 * 1024
+    fitted = MANIFEST.ensemble.get("fitted")
+    assert fitted and fitted["split"] == "val", "run `python -m models.calibrate` after shipping"
+    assert set(fitted.get("class_weights", {})) == set(MANIFEST.shipped("classify"))
+
+
+@needs_weights
+def test_ensemble_meets_the_floors_on_the_test_splits(shared_datasets):
+    results = evaluate.evaluate([shared_datasets], n_boot=0, progress=False)
+    missed = {}
+    for source, floors in evaluate.FLOORS.items():
+        got = results[source].ensemble_scores()
+        missed |= {f"{source} {k}": round(got.get(k, 0.0), 3) for k, v in floors.items() if got.get(k, 0.0) < v}
+    assert not missed, f"below the floors {evaluate.FLOORS}: {missed}"

@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = get_spec(name)
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
-                                     init=None if args.init == "none" else args.init,
+                                     init=args.init,
                                      data=tuple(sorted({c.source for c in cases})),
                                      split_fingerprints=split.fingerprints)
         train, val = split_arrays(cases, split, spec, args.limit, progress=not args.quiet)

@@ -225,7 +225,7 @@ def build_model(name: str, init: str | Path | None = "default") -> nn.Module:
     """A registered model, built without any download unless a hub id is asked for.
 
     ``init``: ``"default"`` the spec's offline initialisation (ImageNet where a package ships it,
-    else random); ``None`` random; a path to a local ``.pth``/``.safetensors`` state dict (e.g.
+    else random); ``None`` or ``"none"`` random; a path to a local ``.pth``/``.safetensors`` state dict (e.g.
     ImageNet weights a user has); ``"hub:<id>"`` weights from the Hugging Face Hub (needs network).
     """
     spec = get_spec(name)
@@ -234,6 +234,8 @@ def build_model(name: str, init: str | Path | None = "default") -> nn.Module:
             raise ValueError(f"{name}: no hub loader; pass a local weights file instead")
         return spec.hub_loader(init.removeprefix("hub:"))
     model = spec.builder()
+    if init == "none":
+        init = None
     if init == "default":
         if spec.offline_init is not None:
             spec.offline_init(model)

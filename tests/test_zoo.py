@@ -53,6 +53,13 @@ def test_lite0_imagenet_weights_load_offline():
     unet = zoo.build_model("unet_lite0")
     assert torch.equal(unet.encoder.model.conv_stem.weight, raw["_conv_stem.weight"])
     assert not torch.equal(zoo.build_model("efficientnet_lite0", init=None).conv_stem.weight, raw["_conv_stem.weight"])
+    assert not torch.equal(zoo.build_model("efficientnet_lite0", init="none").conv_stem.weight, raw["_conv_stem.weight"])
+
+
+def test_cli_init_choice_reaches_the_run_config():
+    from models.train import RunConfig
+    assert RunConfig.for_model(zoo.get_spec("unet_lite0"), "cpu", init="none").init == "none"
+    assert RunConfig.for_model(zoo.get_spec("unet_lite0"), "cpu").init == "default"
 
 
 def test_local_weights_file_and_errors(tmp_path):

@@ -1,0 +1,128 @@
+"""The analysis engine: one call on one scan gives everything the UI and the CLI show.
+
+Models load once, lazily, from the shipped weights (checksums verified). Grad-CAM heatmaps are not
+part of ``analyze``: they are computed on demand by ``Analyzer.explain``.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .data.records import CLASSES
+from .ensemble import Fusion, softmax
+from .explain import Heatmap, explain
+from .measure import Measurements, measure
+from .metrics import dice_iou
+from .postprocess import clean_mask
+from .preprocess import to_input
+from .scan import Scan
+from .weights import WEIGHTS_DIR, Manifest
+from .zoo import get_spec
+
+# When to ask a person to look: the ensemble is unsure, or its members disagree.
+MIN_CONFIDENCE = 0.6
+MIN_SEGMENTER_AGREEMENT = 0.7  # mean pairwise Dice of the segmenters' masks
+
+
+@dataclass(frozen=True)
+class Analysis:
+    scan_name: str
+    scan_sha256: str
+    label: str  # the ensemble's most probable class
+    probabilities: dict[str, float]  # ensemble, calibrated
+    per_model: dict[str, dict[str, float]]  # classifier -> calibrated probabilities
+    uncertainty: float  # normalized entropy of the ensemble probabilities, 0 (sure) to 1
+    review: bool
+    review_reasons: tuple[str, ...]
+    mask: np.ndarray = field(repr=False)  # (H, W) bool, cleaned ensemble mask at the scan's size
+    lesion_probability: np.ndarray = field(repr=False)  # (H, W) float32 ensemble map
+    segmenter_maps: dict[str, np.ndarray] = field(repr=False)  # segmenter -> (H, W) float32
+    measurements: Measurements | None
+    threshold: float
+    model_versions: dict[str, str]  # model -> first 12 hex of its weights' sha256
+
+
+class Analyzer:
+    """Loads the shipped ensemble on first use and analyses scans; safe to share between threads."""
+
+    def __init__(self, weights: Path = WEIGHTS_DIR, device: str = "cpu"):
+        self.manifest = Manifest.read(weights)
+        if not self.manifest.shipped():
+            raise FileNotFoundError(f"{Path(weights) / 'manifest.json'}: no shipped models; train and ship them first "
+                                    "(see README, 'Models, training and evaluation')")
+        self.device = device
+        self.fusion = Fusion.from_manifest(self.manifest)
+        self._models: dict[str, torch.nn.Module] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def classifiers(self) -> list[str]:
+        return self.manifest.shipped("classify")
+
+    @property
+    def segmenters(self) -> list[str]:
+        return self.manifest.shipped("segment")
+
+    def model(self, name: str) -> torch.nn.Module:
+        with self._lock:
+            if name not in self._models:
+                # Built outside inference mode even when first asked for inside it, so that
+                # Grad-CAM can later take gradients through the same parameters.
+                with torch.inference_mode(False):
+                    self._models[name] = self.manifest.load(name, self.device)
+            return self._models[name]
+
+    def model_versions(self) -> dict[str, str]:
+        return {n: m["sha256"][:12] for n, m in self.manifest.models.items()}
+
+    @torch.inference_mode()
+    def _raw(self, name: str, gray: np.ndarray) -> np.ndarray:
+        spec = get_spec(name)
+        out = self.model(name)(to_input(gray, spec).to(self.device)).float()
+        return out[0].cpu().numpy() if spec.task == "classify" else torch.sigmoid(out[0, 0]).cpu().numpy()
+
+    def analyze(self, scan: Scan) -> Analysis:
+        gray = scan.gray
+        h, w = gray.shape
+        logits = {n: self._raw(n, gray)[None] for n in self.classifiers}
+        per_model, fused = self.fusion.classify(logits) if logits else ({}, np.full((1, len(CLASSES)), 1 / len(CLASSES)))
+        probs = fused[0]
+        maps = {n: cv2.resize(self._raw(n, gray), (w, h), interpolation=cv2.INTER_LINEAR) for n in self.segmenters}
+        lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
+        mask = clean_mask(lesion > self.fusion.threshold)
+        label = CLASSES[int(np.argmax(probs))]
+        entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum() / np.log(len(CLASSES)))
+        reasons = []
+        votes = {n: CLASSES[int(np.argmax(p[0]))] for n, p in per_model.items()}
+        if len(set(votes.values())) > 1:
+            reasons.append("classifiers disagree: " + ", ".join(f"{n} says {v}" for n, v in votes.items()))
+        if probs.max() < MIN_CONFIDENCE:
+            reasons.append(f"ensemble unsure: top probability {probs.max():.2f} < {MIN_CONFIDENCE}")
+        if len(maps) > 1:
+            masks = [m > self.fusion.threshold for m in maps.values()]
+            pairs = [dice_iou(a, b)[0] for i, a in enumerate(masks) for b in masks[i + 1:]]
+            if np.mean(pairs) < MIN_SEGMENTER_AGREEMENT:
+                reasons.append(f"segmenters disagree: mean pairwise Dice {np.mean(pairs):.2f} < {MIN_SEGMENTER_AGREEMENT}")
+        if label == "normal" and mask.any():
+            reasons.append("called normal, yet a lesion is segmented")
+        elif label != "normal" and maps and not mask.any():
+            reasons.append(f"called {label}, yet no lesion is segmented")
+        return Analysis(
+            scan_name=scan.name, scan_sha256=scan.sha256, label=label,
+            probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
+            per_model={n: {c: float(v) for c, v in zip(CLASSES, p[0])} for n, p in per_model.items()},
+            uncertainty=entropy, review=bool(reasons), review_reasons=tuple(reasons), mask=mask,
+            lesion_probability=lesion, segmenter_maps=maps, measurements=measure(mask, scan.spacing_mm),
+            threshold=self.fusion.threshold, model_versions=self.model_versions())
+
+    def explain(self, scan: Scan, model: str, target_class: str | None = None, method: str = "Grad-CAM") -> Heatmap:
+        """A Grad-CAM heatmap of one classifier (computed now, not part of ``analyze``)."""
+        if model not in self.classifiers:
+            raise ValueError(f"{model!r} is not a shipped classifier; choose one of {', '.join(self.classifiers)}")
+        with self._lock:  # CAM hooks attach to the shared model; one at a time
+            return explain(self.model(model), get_spec(model), scan.gray, target_class, method)

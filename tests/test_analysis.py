@@ -1,0 +1,76 @@
+"""The analysis engine on shipped (random-initialised) weights: contract, sizes, determinism, review."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import weights
+from models.analysis import Analyzer
+from models.scan import read_scan
+from models.zoo import build_model
+
+MODELS = ("resnet18", "efficientnet_lite0", "unet_lite0", "segformer_b0")
+
+
+def ship_random(folder, names=MODELS):
+    """Ship untrained models through the real export path (what the tests need is the plumbing)."""
+    for k, name in enumerate(names):
+        torch.manual_seed(k)
+        run = folder / "runs" / name
+        run.mkdir(parents=True)
+        torch.save({"model": build_model(name, init=None).state_dict(), "epoch": 1, "score": 0.5,
+                    "config": {"model": name}}, run / "best.pt")
+        weights.ship(name, folder / "runs", folder / "weights")
+    return folder / "weights"
+
+
+@pytest.fixture(scope="module")
+def analyzer(tmp_path_factory):
+    return Analyzer(ship_random(tmp_path_factory.mktemp("a")))
+
+
+def png_scan(h=150, w=210, seed=0):
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return read_scan(buf.getvalue(), name="case.png")
+
+
+def test_analysis_contract(analyzer):
+    scan = png_scan()
+    a = analyzer.analyze(scan)
+    assert a.label in a.probabilities and sum(a.probabilities.values()) == pytest.approx(1)
+    assert set(a.per_model) == {"resnet18", "efficientnet_lite0"}
+    assert set(a.segmenter_maps) == {"unet_lite0", "segformer_b0"}
+    assert a.mask.shape == scan.shape == a.lesion_probability.shape and a.mask.dtype == bool
+    assert all(m.shape == scan.shape for m in a.segmenter_maps.values())
+    assert 0 <= a.uncertainty <= 1
+    assert a.review == bool(a.review_reasons)
+    assert set(a.model_versions) == set(MODELS) and all(len(v) == 12 for v in a.model_versions.values())
+
+
+def test_same_scan_same_result(analyzer):
+    scan = png_scan(seed=3)
+    a, b = analyzer.analyze(scan), analyzer.analyze(scan)
+    assert a.probabilities == b.probabilities and np.array_equal(a.mask, b.mask)
+
+
+def test_review_flags_disagreement(analyzer):
+    a = analyzer.analyze(png_scan(seed=5))
+    votes = {max(p, key=p.get) for p in a.per_model.values()}
+    assert (len(votes) > 1) == any("classifiers disagree" in r for r in a.review_reasons)
+
+
+def test_explain_on_demand(analyzer):
+    scan = png_scan()
+    heat = analyzer.explain(scan, "resnet18", "benign", "Grad-CAM++")
+    assert heat.cam.shape == scan.shape and heat.target_class == "benign"
+    with pytest.raises(ValueError, match="not a shipped classifier"):
+        analyzer.explain(scan, "unet_lite0")
+
+
+def test_no_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no shipped models"):
+        Analyzer(tmp_path)

@@ -117,9 +117,15 @@ class AugmentedCases(Dataset):
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1 over the classes present), for the imbalanced classes."""
+    """Square-root inverse-frequency weights (mean 1 over the classes present).
+
+    Plain inverse frequency weighs BUSI's few normal scans 6:1 and, measured on validation,
+    pushes decisions towards "normal" (macro-F1 0.50 after two epochs); the square root balances
+    the classes without that.
+    """
     counts = np.bincount(labels, minlength=len(CLASSES)).astype(float)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
+    w = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    w = w * (counts > 0).sum() / w.sum()
     return torch.tensor(w, dtype=torch.float32)
 
 

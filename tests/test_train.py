@@ -57,8 +57,9 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, array
 
 
 def test_class_weights_balance_the_classes():
-    w = T.class_weights(np.array([0, 0, 0, 1]))
-    assert w[0] * 3 == pytest.approx(w[1] * 1) and w[2] == 0
+    w = T.class_weights(np.array([0, 0, 0, 0, 1]))
+    assert w[0] * 2 == pytest.approx(w[1]) and w[2] == 0  # 1/sqrt(4) vs 1/sqrt(1)
+    assert float(w.sum()) == pytest.approx(2)
 
 
 def test_seg_loss_is_low_for_a_right_mask():

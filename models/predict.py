@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import re
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .analysis import Analysis, Analyzer
+from .export import safe_stem
 from .overlay import overlay_mask
 from .scan import ScanError, read_scan
 from .weights import WEIGHTS_DIR
@@ -47,8 +47,7 @@ def find_inputs(inputs: Iterable[Path]) -> list[Path]:
 
 def output_name(path: Path) -> str:
     """A file-system-safe, collision-free name for ``path``'s outputs."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80] or "scan"
-    return f"{stem}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+    return f"{safe_stem(path.name)}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
 
 
 def row_for(path: Path, a: Analysis, mask_rel: str, overlay_rel: str) -> dict[str, str]:

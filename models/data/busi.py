@@ -18,7 +18,8 @@ _NAME = re.compile(r"^(?P<stem>.+?)(?P<mask>_mask(?:_(?P<k>\d+))?)?$")
 
 
 def is_busi_layout(root: Path) -> bool:
-    return any((root / c).is_dir() for c in CLASSES) and not (root / "bus_data.csv").exists()
+    return (any((root / c).is_dir() for c in CLASSES) and not (root / "bus_data.csv").exists()
+            and not (root / "manifest.jsonl").exists())
 
 
 def scan_class_folders(root: Path, source: str) -> DatasetRead:

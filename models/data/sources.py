@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import busbra, busi
+from . import busbra, busi, sonomark
 from .records import Case, DatasetError, DatasetRead
 
 
@@ -26,6 +26,8 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {
+    sonomark.SOURCE: Source(sonomark.SOURCE, "SonoMark export (manifest.jsonl with <class>/<case>.png and _mask.png)",
+                            sonomark.is_export_layout, sonomark.read_export),
     busbra.SOURCE: Source(busbra.SOURCE, "BUS-BRA release (Images/, Masks/, bus_data.csv, 5-fold-cv.csv)",
                           busbra.is_busbra_layout, busbra.read_busbra),
     busi.SOURCE: Source(busi.SOURCE, "BUSI release (benign/, malignant/, normal/ with _mask.png files)",

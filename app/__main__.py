@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # A Space runs this file as a script from the repository root, where `app` is not yet importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.ui import build  # noqa: E402  (analytics must be off before gradio is imported)
+from app.ui import build, launch  # noqa: E402  (analytics must be off before gradio is imported)
 
 if __name__ == "__main__":
-    build().launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    launch(build(), server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))

@@ -1,52 +1,146 @@
 """The Gradio Blocks layout. Handlers only adapt the library's functions to components."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import gradio as gr
 
-from models.data import DEFAULT_DATA_DIR
+from models.data import CLASSES, DEFAULT_DATA_DIR
+from models.explain import CAM_METHODS
+from models.zoo import names as model_names
 
-from . import explorer
+from . import explorer, review
 
 DISCLAIMER = ("SonoMark is research software, **not a medical device**: it must not be used to diagnose "
               "or to decide on treatment.")
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"]
+MAX_UPLOAD = "25mb"
+
+
+def _shown(fn):
+    """Turn the library's person-facing errors into Gradio's error toast."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return fn(*args)
+        except review.ReviewError as exc:
+            raise gr.Error(str(exc)) from exc
+    return wrapper
+
+
+@_shown
+def analyze(path, session, fill, contour, opacity):
+    session = review.open_scan(path, session)
+    a = session.analysis
+    return (session, review.verdict_markdown(a), review.per_model_rows(a),
+            review.mask_view(session, fill, contour, opacity), review.measurements_markdown(a, session.scan),
+            review.editor_start(session), a.label, review.summary(a), None)
+
+
+def review_tab() -> None:
+    session = gr.State(None, delete_callback=review.close_session)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            upload = gr.File(label="Scan (PNG, JPEG, BMP, TIFF, WebP or DICOM)", file_types=UPLOAD_TYPES,
+                             type="filepath")
+            gr.Examples(review.examples(), inputs=upload, label="Examples (test split, cited in examples/README.md)")
+            run = gr.Button("Analyze", variant="primary")
+            verdict = gr.Markdown()
+            table = gr.Dataframe(headers=["model", *CLASSES], label="Calibrated probabilities per classifier",
+                                 interactive=False)
+        with gr.Column(scale=2):
+            with gr.Row():
+                mask_img = gr.Image(label="Predicted lesion", type="numpy", format="png", interactive=False)
+                cam_img = gr.Image(label="Grad-CAM", type="numpy", format="png", interactive=False)
+            with gr.Row():
+                fill = gr.Checkbox(True, label="Mask fill")
+                contour = gr.Checkbox(True, label="Mask contour")
+                opacity = gr.Slider(0, 1, 0.35, step=0.05, label="Opacity")
+            with gr.Row():
+                cam_model = gr.Dropdown(model_names("classify"), value="efficientnet_lite0", label="Classifier")
+                cam_class = gr.Dropdown([review.PREDICTED, *CLASSES], value=review.PREDICTED, label="Class")
+                cam_method = gr.Dropdown(list(CAM_METHODS), value="Grad-CAM", label="Method")
+                explain = gr.Button("Explain")
+            measurements = gr.Markdown()
+    with gr.Accordion("Correct the mask and save the case", open=True):
+        editor = gr.ImageEditor(label="Mask editor (brush, eraser, undo)", type="numpy", image_mode="RGBA",
+                                format="png", sources=(), transforms=(), layers=False, fixed_canvas=False,
+                                brush=gr.Brush(colors=["rgba(0,220,90,0.6)"], color_mode="fixed", default_size=12),
+                                eraser=gr.Eraser(default_size=16))
+        with gr.Row():
+            reset = gr.Button("Reset to prediction")
+            clear = gr.Button("Clear")
+            smooth = gr.Button("Smooth")
+            refine = gr.Button("Refine edges (GrabCut)")
+        with gr.Row():
+            label = gr.Radio(list(CLASSES), label="Label")
+            annotator = gr.Textbox(label="Annotator", placeholder="your name or initials")
+            save = gr.Button("Save case", variant="primary")
+        status = gr.Markdown()
+        download = gr.File(label="Export so far (BUSI layout + manifest + COCO, zip)", interactive=False)
+        summary = gr.JSON(label="Analysis data", visible=False)
+
+    run.click(analyze, [upload, session, fill, contour, opacity],
+              [session, verdict, table, mask_img, measurements, editor, label, summary, cam_img], api_name="analyze")
+    for control in (fill, contour, opacity):
+        control.change(_shown(review.mask_view), [session, fill, contour, opacity], mask_img, api_visibility="private")
+    explain.click(_shown(review.cam_view), [session, cam_model, cam_class, cam_method, opacity], cam_img,
+                  api_name="explain")
+    reset.click(_shown(review.editor_start), session, editor, api_visibility="private")
+    clear.click(_shown(review.editor_clear), session, editor, api_visibility="private")
+    smooth.click(_shown(review.editor_smooth), [editor, session], editor, api_visibility="private")
+    refine.click(_shown(review.editor_refine), [editor, session], editor, api_visibility="private")
+    save.click(_shown(review.save), [editor, label, annotator, session], [status, download], api_name="export")
+
+
+def explorer_tab(demo: gr.Blocks, data_dir: Path) -> None:
+    try:
+        index = explorer.case_index(Path(data_dir))
+    except FileNotFoundError as exc:
+        gr.Markdown(f"**No datasets to show.** {exc}\n\nSet `SONOMARK_DATA` to the folder holding "
+                    "`Dataset_BUSI_with_GT` and `BUSBRA`.")
+        return
+    sources = sorted({c.source for c in index.cases.values()})
+    with gr.Row():
+        source = gr.Dropdown([explorer.ALL, *sources], value=explorer.ALL, label="Dataset")
+        split = gr.Dropdown(explorer.SPLIT_CHOICES, value="test", label="Split")
+        label = gr.Dropdown(explorer.LABEL_CHOICES, value=explorer.ALL, label="Class")
+    first = explorer.list_cases(index, split="test")
+    case = gr.Dropdown(first, value=first[0] if first else None, label="Case")
+    alpha = gr.Slider(0, 1, value=0.3, step=0.05, label="Mask fill opacity")
+    with gr.Row():
+        image = gr.Image(label="Scan with ground-truth mask", type="numpy", format="png", interactive=False)
+        info = gr.Markdown()
+
+    def filter_cases(src: str, spl: str, lab: str):
+        ids = explorer.list_cases(index, src, spl, lab)
+        return gr.update(choices=ids, value=ids[0] if ids else None)
+
+    def show(case_id: str | None, opacity: float):
+        if not case_id:
+            return None, "No case matches these filters."
+        return explorer.show_case(index, case_id, opacity)
+
+    for control in (source, split, label):
+        control.change(filter_cases, [source, split, label], case, api_visibility="private")
+    for control in (case, alpha):
+        control.change(show, [case, alpha], [image, info], api_visibility="private")
+    demo.load(show, [case, alpha], [image, info], api_visibility="private")
 
 
 def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
-    with gr.Blocks(title="SonoMark") as demo:
-        gr.Markdown(f"# SonoMark\nBreast-ultrasound reading and annotation assistant.\n\n{DISCLAIMER}")
+    public = review.is_public()
+    with gr.Blocks(title="SonoMark", delete_cache=(600, 3600) if public else None) as demo:
+        gr.Markdown(f"# SonoMark\nBreast-ultrasound reading and annotation assistant. {DISCLAIMER}"
+                    + ("\n\nThis public demo keeps your scans and saved cases in your session only; they are "
+                       "deleted when you leave. Download the zip to keep them." if public else ""))
+        with gr.Tab("Review"):
+            review_tab()
         with gr.Tab("Ground truth"):
-            try:
-                index = explorer.case_index(Path(data_dir))
-            except FileNotFoundError as exc:
-                gr.Markdown(f"**No datasets to show.** {exc}\n\nSet `SONOMARK_DATA` to the folder holding "
-                            "`Dataset_BUSI_with_GT` and `BUSBRA`.")
-                return demo
-            sources = sorted({c.source for c in index.cases.values()})
-            with gr.Row():
-                source = gr.Dropdown([explorer.ALL, *sources], value=explorer.ALL, label="Dataset")
-                split = gr.Dropdown(explorer.SPLIT_CHOICES, value="test", label="Split")
-                label = gr.Dropdown(explorer.LABEL_CHOICES, value=explorer.ALL, label="Class")
-            first = explorer.list_cases(index, split="test")
-            case = gr.Dropdown(first, value=first[0] if first else None, label="Case")
-            alpha = gr.Slider(0, 1, value=0.3, step=0.05, label="Mask fill opacity")
-            with gr.Row():
-                image = gr.Image(label="Scan with ground-truth mask", type="numpy", format="png", interactive=False)
-                info = gr.Markdown()
-
-            def filter_cases(src: str, spl: str, lab: str):
-                ids = explorer.list_cases(index, src, spl, lab)
-                return gr.update(choices=ids, value=ids[0] if ids else None)
-
-            def show(case_id: str | None, opacity: float):
-                if not case_id:
-                    return None, "No case matches these filters."
-                return explorer.show_case(index, case_id, opacity)
-
-            for control in (source, split, label):
-                control.change(filter_cases, [source, split, label], case, api_visibility="private")
-            for control in (case, alpha):
-                control.change(show, [case, alpha], [image, info], api_visibility="private")
-            demo.load(show, [case, alpha], [image, info], api_visibility="private")
+            explorer_tab(demo, data_dir)
     return demo
+
+
+def launch(demo: gr.Blocks, server_name: str = "127.0.0.1") -> None:
+    demo.launch(server_name=server_name, max_file_size=MAX_UPLOAD, show_error=True)

@@ -54,5 +54,4 @@ def test_show_case_draws_the_mask_and_explains_exclusion(index):
 def test_app_builds_with_and_without_datasets(index, tmp_path):
     assert isinstance(build(index.data_dir), gr.Blocks)
     demo = build(tmp_path / "nowhere")
-    assert any("No datasets to show" in getattr(b, "value", "") or "" for b in demo.blocks.values()
-               if isinstance(b, gr.Markdown))
+    assert any("No datasets to show" in (b.value or "") for b in demo.blocks.values() if isinstance(b, gr.Markdown))

@@ -1,0 +1,197 @@
+"""Review handlers: a scan in, the analysis, views and mask edits out, a saved case at the end.
+
+Plain functions over the ``models`` library, tested without a browser. Each browser session owns a
+``ReviewSession`` with a private workspace; on a public deployment its exports live there too and
+are deleted with the session.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from models import editing, export
+from models.analysis import Analysis, Analyzer
+from models.data import CLASSES
+from models.explain import heatmap_overlay
+from models.overlay import overlay_mask
+from models.scan import Scan, ScanError, read_scan
+from models.weights import WEIGHTS_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+PREDICTED = "predicted class"
+
+
+def is_public() -> bool:
+    """On a Hugging Face Space (or with SONOMARK_PUBLIC=1) every visitor's data stays in their session."""
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("SONOMARK_PUBLIC") == "1"
+
+
+def local_export_dir() -> Path:
+    return Path(os.environ.get("SONOMARK_EXPORT_DIR", Path.home() / "SonoMark" / "exports"))
+
+
+class ReviewError(Exception):
+    """A problem the person can fix; the UI shows the message."""
+
+
+@dataclass
+class ReviewSession:
+    workspace: Path  # private to this browser session, deleted with it
+    export_dir: Path
+    scan: Scan | None = None
+    analysis: Analysis | None = None
+    opened_at: str | None = None
+
+
+def new_session(public: bool | None = None) -> ReviewSession:
+    workspace = Path(tempfile.mkdtemp(prefix="sonomark-session-"))
+    public = is_public() if public is None else public
+    return ReviewSession(workspace, workspace / "exports" if public else local_export_dir())
+
+
+def close_session(session: ReviewSession | None) -> None:
+    if session is not None:
+        shutil.rmtree(session.workspace, ignore_errors=True)
+
+
+@lru_cache(maxsize=2)
+def analyzer(weights: Path = WEIGHTS_DIR) -> Analyzer:
+    return Analyzer(weights)
+
+
+def examples() -> list[str]:
+    return [str(p) for p in sorted(EXAMPLES.glob("*.png"))]
+
+
+def verdict_markdown(a: Analysis) -> str:
+    probs = " · ".join(f"{c} **{100 * p:.0f}%**" for c, p in sorted(a.probabilities.items(), key=lambda kv: -kv[1]))
+    lines = [f"## {a.label.capitalize()}", probs, f"Uncertainty {a.uncertainty:.2f} (0 sure, 1 unsure)"]
+    if a.review:
+        lines.append("**⚠ Review needed:** " + "; ".join(a.review_reasons))
+    else:
+        lines.append("The models agree.")
+    return "\n\n".join(lines)
+
+
+def per_model_rows(a: Analysis) -> list[list]:
+    return [[name, *(round(p[c], 3) for c in CLASSES)] for name, p in a.per_model.items()] + \
+        [["ensemble", *(round(a.probabilities[c], 3) for c in CLASSES)]]
+
+
+def measurements_markdown(a: Analysis, scan: Scan) -> str:
+    m = a.measurements
+    versions = ", ".join(f"{n} `{v}`" for n, v in a.model_versions.items())
+    if m is None:
+        body = "No lesion segmented."
+    else:
+        u = m.unit
+        spacing = (f" (pixel spacing {scan.spacing_mm[0]:.3f} x {scan.spacing_mm[1]:.3f} mm from {scan.spacing_source})"
+                   if scan.spacing_mm else " (no pixel spacing in the file: pixels)")
+        body = "\n".join([
+            f"- area **{m.area:.1f} {u}²**{spacing}",
+            f"- longest diameter **{m.longest_diameter:.1f} {u}**, across it {m.perpendicular_diameter:.1f} {u}",
+            f"- depth / width **{m.depth_to_width:.2f}**" + (" — taller than wide" if m.taller_than_wide else ""),
+            f"- circularity {m.circularity:.2f}, margin irregularity {m.margin_irregularity:.2f}",
+        ] + ([f"- {m.components} separate regions; the largest is measured"] if m.components > 1 else []))
+    return f"### Lesion\n{body}\n\n<small>Models: {versions}; mask threshold {a.threshold:.2f}</small>"
+
+
+def summary(a: Analysis) -> dict:
+    """The analysis as plain data (what the API returns besides images)."""
+    m = a.measurements
+    return {"scan": a.scan_name, "sha256": a.scan_sha256, "label": a.label, "probabilities": a.probabilities,
+            "per_model": a.per_model, "uncertainty": a.uncertainty, "review": a.review,
+            "review_reasons": list(a.review_reasons), "lesion_pixels": int(a.mask.sum()),
+            "measurements": None if m is None else {k: getattr(m, k) for k in (
+                "unit", "area", "longest_diameter", "perpendicular_diameter", "depth_to_width", "circularity",
+                "margin_irregularity", "components")},
+            "model_versions": a.model_versions}
+
+
+def open_scan(path: str | None, session: ReviewSession | None) -> ReviewSession:
+    if not path:
+        raise ReviewError("Upload a scan or pick an example first.")
+    session = session or new_session()
+    try:
+        scan = read_scan(path)
+    except ScanError as exc:
+        raise ReviewError(str(exc)) from exc
+    try:
+        engine = analyzer()
+    except FileNotFoundError as exc:
+        raise ReviewError(f"No models to analyze with: {exc}") from exc
+    session.scan, session.analysis = scan, engine.analyze(scan)
+    session.opened_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return session
+
+
+def mask_view(session: ReviewSession, fill: bool = True, contour: bool = True, opacity: float = 0.35) -> np.ndarray:
+    scan, a = _require(session)
+    return overlay_mask(scan.display, a.mask, alpha=opacity if fill else 0.0, contour=contour)
+
+
+def cam_view(session: ReviewSession, model: str, target: str, method: str, opacity: float = 0.5) -> np.ndarray:
+    scan, _ = _require(session)
+    try:
+        heat = analyzer().explain(scan, model, None if target == PREDICTED else target, method)
+    except ValueError as exc:
+        raise ReviewError(str(exc)) from exc
+    return heatmap_overlay(scan.display, heat.cam, opacity)
+
+
+def editor_start(session: ReviewSession) -> dict:
+    scan, a = _require(session)
+    return editing.editor_value(scan.display, a.mask)
+
+
+def editor_clear(session: ReviewSession) -> dict:
+    scan, _ = _require(session)
+    return editing.editor_value(scan.display, np.zeros(scan.shape, bool))
+
+
+def editor_smooth(value: dict, session: ReviewSession) -> dict:
+    scan, _ = _require(session)
+    return editing.editor_value(scan.display, editing.smooth_mask(editing.mask_from_editor(value, scan.shape)))
+
+
+def editor_refine(value: dict, session: ReviewSession) -> dict:
+    scan, _ = _require(session)
+    mask = editing.mask_from_editor(value, scan.shape)
+    if not mask.any():
+        raise ReviewError("Paint a rough mask over the lesion first; refinement snaps it to the edges.")
+    return editing.editor_value(scan.display, editing.grabcut_refine(scan.gray, mask))
+
+
+def save(value: dict, label: str, annotator: str, session: ReviewSession) -> tuple[str, str]:
+    """Save the edited case; returns (status Markdown, path of the export's zip for download)."""
+    scan, a = _require(session)
+    if label not in CLASSES:
+        raise ReviewError(f"Choose the label ({', '.join(CLASSES)}) before saving.")
+    mask = editing.mask_from_editor(value, scan.shape)
+    if label == "normal" and mask.any():
+        raise ReviewError("A normal scan has no lesion: clear the mask, or choose benign or malignant.")
+    if label != "normal" and not mask.any():
+        raise ReviewError(f"A {label} case needs its lesion painted; draw the mask or choose normal.")
+    saved = export.save_case(session.export_dir, export.Annotation(
+        scan=scan, label=label, label_set_by="model" if label == a.label else "annotator", mask=mask,
+        annotator=(annotator or "").strip() or "anonymous", model_mask=a.mask, model_label=a.label,
+        probabilities=a.probabilities, per_model=a.per_model, model_versions=a.model_versions,
+        started_at=session.opened_at))
+    zip_path = export.zip_export(session.export_dir, session.workspace / "sonomark-export.zip")
+    dice = saved.entry["dice_model_vs_final"]
+    return (f"Saved **{saved.case_id}** revision {saved.revision} as {label} "
+            f"(Dice model vs yours {dice:.2f}) in `{session.export_dir}`.", str(zip_path))
+
+
+def _require(session: ReviewSession | None) -> tuple[Scan, Analysis]:
+    if session is None or session.scan is None or session.analysis is None:
+        raise ReviewError("Analyze a scan first.")
+    return session.scan, session.analysis

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import nn
 from .zoo import REGISTRY, ModelSpec, build_model, get_spec
 
 REPO = Path(__file__).resolve().parent.parent
-WEIGHTS_DIR = REPO / "weights"
+WEIGHTS_DIR = Path(os.environ.get("SONOMARK_WEIGHTS", REPO / "weights"))
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from models import editing
 from models.data import CLASSES, DEFAULT_DATA_DIR
 from models.explain import CAM_METHODS
 from models.zoo import names as model_names
@@ -65,7 +66,8 @@ def review_tab() -> None:
             measurements = gr.Markdown()
     with gr.Accordion("Correct the mask and save the case", open=True):
         editor = gr.ImageEditor(label="Mask editor (brush, eraser, undo)", type="numpy", image_mode="RGBA",
-                                format="png", sources=(), transforms=(), layers=False, fixed_canvas=False,
+                                format="png", sources=(), transforms=(), layers=False, fixed_canvas=True,
+                                canvas_size=editing.CANVAS, interactive=True,
                                 brush=gr.Brush(colors=["rgba(0,220,90,0.6)"], color_mode="fixed", default_size=12),
                                 eraser=gr.Eraser(default_size=16))
         with gr.Row():

@@ -2,11 +2,17 @@
 
 Gradio's ImageEditor returns each layer as RGBA at the canvas size: painted pixels have alpha,
 brush edges are antialiased, and an eraser clears alpha. The mask is read from layer alpha above
-half, so antialiased fringes do not grow it, and resized with nearest neighbour when the canvas
-differs from the scan.
+half, so antialiased fringes do not grow it.
+
+The editor works on a fixed canvas (``CANVAS``) with the scan centred in it. Measured in gradio
+6.31: with ``fixed_canvas=False`` a programmatic layer is placed as if centred in the default
+800x800 canvas while the background sits at the origin, so the mask appears shifted by
+((800 - width) / 2, (800 - height) / 2); with the background exactly the canvas size, layers line
+up. Every BUSI and BUS-BRA scan fits the canvas unscaled, so the round trip is exact for them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -19,6 +25,46 @@ MASK_ALPHA = 150  # translucent, so the scan shows through; well above the 127 r
 ALPHA_THRESHOLD = 127
 
 
+CANVAS = (1056, 768)  # width, height of the editor canvas
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a scan sits on the canvas: scaled by ``scale`` (never up), its top-left at (x0, y0)."""
+
+    scale: float
+    x0: int
+    y0: int
+    width: int
+    height: int
+
+
+def frame_for(shape: tuple[int, int], canvas: tuple[int, int] = CANVAS) -> Frame:
+    h, w = shape
+    scale = min(1.0, canvas[0] / w, canvas[1] / h)
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    return Frame(scale, (canvas[0] - sw) // 2, (canvas[1] - sh) // 2, sw, sh)
+
+
+def to_canvas(image: np.ndarray, nearest: bool = False, canvas: tuple[int, int] = CANVAS) -> np.ndarray:
+    """``image`` (H, W[, C]) centred on a canvas-sized array of zeros, scaled down only if it must."""
+    f = frame_for(image.shape[:2], canvas)
+    if f.scale != 1.0:
+        image = cv2.resize(image, (f.width, f.height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+    out = np.zeros((canvas[1], canvas[0], *image.shape[2:]), image.dtype)
+    out[f.y0:f.y0 + f.height, f.x0:f.x0 + f.width] = image
+    return out
+
+
+def from_canvas(painted: np.ndarray, shape: tuple[int, int], canvas: tuple[int, int] = CANVAS) -> np.ndarray:
+    """The scan's region of a canvas-sized bool array, back at the scan's ``shape``."""
+    f = frame_for(shape, canvas)
+    region = painted[f.y0:f.y0 + f.height, f.x0:f.x0 + f.width].astype(np.uint8)
+    if region.shape != tuple(shape):
+        region = cv2.resize(region, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return region > 0
+
+
 def mask_layer(mask: np.ndarray) -> np.ndarray:
     """A translucent RGBA layer showing ``mask`` (what the editor opens with)."""
     layer = np.zeros((*mask.shape, 4), np.uint8)
@@ -27,11 +73,17 @@ def mask_layer(mask: np.ndarray) -> np.ndarray:
 
 
 def editor_value(display_rgb: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    return {"background": display_rgb, "layers": [mask_layer(mask)], "composite": None}
+    """The editor's value: the scan and its mask layer, both placed on the canvas."""
+    background = to_canvas(np.dstack([display_rgb, np.full(display_rgb.shape[:2], 255, np.uint8)]))
+    return {"background": background, "layers": [to_canvas(mask_layer(mask), nearest=True)], "composite": None}
 
 
 def mask_from_editor(value: dict | None, shape: tuple[int, int]) -> np.ndarray:
-    """The union of the editor's painted layers as a bool mask of ``shape`` (height, width)."""
+    """The union of the editor's painted layers as a bool mask of ``shape`` (height, width).
+
+    Canvas-sized layers (from the browser) are mapped back through the scan's frame; scan-sized
+    layers (e.g. from an API client) are taken as they are; any other size is resized.
+    """
     mask = np.zeros(shape, bool)
     for layer in (value or {}).get("layers") or []:
         if layer is None:
@@ -43,7 +95,9 @@ def mask_from_editor(value: dict | None, shape: tuple[int, int]) -> np.ndarray:
             painted = arr.max(axis=2) > ALPHA_THRESHOLD
         else:
             painted = arr > ALPHA_THRESHOLD
-        if painted.shape != tuple(shape):
+        if painted.shape == (CANVAS[1], CANVAS[0]) and painted.shape != tuple(shape):
+            painted = from_canvas(painted, shape)
+        elif painted.shape != tuple(shape):
             painted = cv2.resize(painted.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
         mask |= painted
     return mask

@@ -27,6 +27,33 @@ def test_antialiased_strokes_do_not_grow_the_mask():
     assert dice_iou(got, disc((90, 120), 60, 45, 20))[0] > 0.95  # cv2 and the analytic disc differ by ~1 px
 
 
+def test_scans_sit_centred_on_the_canvas_and_come_back_exactly():
+    for shape in [(450, 577), (719, 1048), (353, 274), (90, 120)]:  # BUSI, BUSI widest, BUS-BRA, tiny
+        mask = disc(shape, shape[1] // 3, shape[0] // 2, min(shape) // 5)
+        value = editing.editor_value(np.zeros((*shape, 3), np.uint8), mask)
+        assert value["background"].shape == value["layers"][0].shape == (768, 1056, 4)
+        assert np.array_equal(editing.mask_from_editor(value, shape), mask)
+
+
+def test_a_stroke_on_the_canvas_lands_on_the_same_scan_pixels():
+    shape = (450, 577)
+    f = editing.frame_for(shape)
+    assert (f.scale, f.x0, f.y0) == (1.0, (1056 - 577) // 2, (768 - 450) // 2)
+    layer = np.zeros((768, 1056, 4), np.uint8)
+    layer[f.y0 + 100:f.y0 + 120, f.x0 + 200:f.x0 + 260, 3] = 255
+    got = editing.mask_from_editor({"layers": [layer]}, shape)
+    assert got[100:120, 200:260].all() and got.sum() == 20 * 60
+
+
+def test_oversized_scans_are_scaled_down_to_fit():
+    shape = (900, 1400)
+    f = editing.frame_for(shape)
+    assert f.scale < 1 and f.width <= 1056 and f.height <= 768
+    mask = disc(shape, 700, 450, 200)
+    back = editing.mask_from_editor(editing.editor_value(np.zeros((*shape, 3), np.uint8), mask), shape)
+    assert dice_iou(back, mask)[0] > 0.99
+
+
 def test_canvas_of_another_size_is_resized_with_nearest_neighbour():
     mask = disc((90, 120), 60, 45, 20)
     big = cv2.resize(editing.mask_layer(mask), (240, 180), interpolation=cv2.INTER_NEAREST)

@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -40,7 +41,9 @@ from .splits import DEFAULT_SPLIT, load_verified
 from .zoo import REGISTRY, ModelSpec, build_model, get_spec
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RUNS = REPO / "runs"
+# Checkpoints live outside git; SONOMARK_RUNS may put them outside the work tree so that they
+# survive a fresh checkout.
+DEFAULT_RUNS = Path(os.environ.get("SONOMARK_RUNS", REPO / "runs"))
 
 
 @dataclass(frozen=True)

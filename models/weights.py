@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("ship")
     s.add_argument("names", nargs="+", choices=list(REGISTRY))
-    s.add_argument("--runs", type=Path, default=REPO / "runs")
+    s.add_argument("--runs", type=Path, default=Path(os.environ.get("SONOMARK_RUNS", REPO / "runs")))
     s.add_argument("--force", action="store_true", help="ship even if it does not beat the shipped weights")
     sub.add_parser("verify")
     args = ap.parse_args(argv)

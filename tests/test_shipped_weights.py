@@ -30,11 +30,20 @@ def test_weights_budget_and_fitted_ensemble():
     assert set(fitted.get("class_weights", {})) == set(MANIFEST.shipped("classify"))
 
 
+# Floors the shipped ensemble does not meet yet, with the measured values in weights/README.md.
+# Strict: once a floor is met its test XPASSes and fails, until its entry is removed here.
+SHORTFALLS: dict[tuple[str, str], str] = {}
+
+
+@pytest.fixture(scope="module")
+def test_results(shared_datasets):
+    return evaluate.evaluate([shared_datasets], n_boot=0, progress=False)
+
+
 @needs_weights
-def test_ensemble_meets_the_floors_on_the_test_splits(shared_datasets):
-    results = evaluate.evaluate([shared_datasets], n_boot=0, progress=False)
-    missed = {}
-    for source, floors in evaluate.FLOORS.items():
-        got = results[source].ensemble_scores()
-        missed |= {f"{source} {k}": round(got.get(k, 0.0), 3) for k, v in floors.items() if got.get(k, 0.0) < v}
-    assert not missed, f"below the floors {evaluate.FLOORS}: {missed}"
+@pytest.mark.parametrize("source, metric", [(s, m) for s, floors in evaluate.FLOORS.items() for m in floors])
+def test_ensemble_meets_the_floor_on_the_test_split(test_results, source, metric, request):
+    if (source, metric) in SHORTFALLS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SHORTFALLS[(source, metric)]))
+    got = test_results[source].ensemble_scores().get(metric, 0.0)
+    assert got >= evaluate.FLOORS[source][metric], f"{source} {metric} {got:.3f} < {evaluate.FLOORS[source][metric]}"

@@ -34,7 +34,7 @@ def _shown(fn):
 def analyze(path, session, fill, contour, opacity):
     session = review.open_scan(path, session)
     a = session.analysis
-    return (session, review.verdict_markdown(a), review.per_model_rows(a),
+    return (session, review.verdict_markdown(a), review.per_model_rows(a), session.scan.display,
             review.mask_view(session, fill, contour, opacity), review.measurements_markdown(a, session.scan),
             review.editor_start(session), a.label, review.summary(a), None)
 
@@ -52,6 +52,7 @@ def review_tab() -> None:
                                  interactive=False)
         with gr.Column(scale=2):
             with gr.Row():
+                scan_img = gr.Image(label="Scan", type="numpy", format="png", interactive=False)
                 mask_img = gr.Image(label="Predicted lesion", type="numpy", format="png", interactive=False)
                 cam_img = gr.Image(label="Grad-CAM", type="numpy", format="png", interactive=False)
             with gr.Row():
@@ -84,7 +85,8 @@ def review_tab() -> None:
         summary = gr.JSON(label="Analysis data", visible=False)
 
     run.click(analyze, [upload, session, fill, contour, opacity],
-              [session, verdict, table, mask_img, measurements, editor, label, summary, cam_img], api_name="analyze")
+              [session, verdict, table, scan_img, mask_img, measurements, editor, label, summary, cam_img],
+              api_name="analyze")
     for control in (fill, contour, opacity):
         control.change(_shown(review.mask_view), [session, fill, contour, opacity], mask_img, api_visibility="private")
     explain.click(_shown(review.cam_view), [session, cam_model, cam_class, cam_method, opacity], cam_img,

@@ -67,7 +67,7 @@ def test_analyze_and_export_through_the_api(server):
     assert {"/analyze", "/export", "/explain"} <= set(api["named_endpoints"])
     example = REPO / "examples" / "busi_malignant_105.png"
     out = client.predict(handle_file(str(example)), True, True, 0.35, api_name="/analyze")
-    verdict, table, mask_image, measurements, editor, label, summary, cam = out
+    verdict, table, scan_image, mask_image, measurements, editor, label, summary, cam = out
     assert verdict.startswith("## ") and summary["scan"] == example.name
     assert set(summary["probabilities"]) == {"benign", "malignant", "normal"}
     assert np.asarray(Image.open(mask_image)).shape[:2] == np.asarray(Image.open(example)).shape[:2]

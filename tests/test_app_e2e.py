@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(root, **extra_env):
+@contextmanager
+def running_app(root, **extra_env):
+    """``python -m app`` on a free port with random-initialised weights shipped under ``root``."""
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), SONOMARK_WEIGHTS=str(ship_random(root)),
                SONOMARK_EXPORT_DIR=str(root / "exports"), SONOMARK_DATA=str(root / "no-data"),
@@ -28,34 +31,34 @@ def start(root, **extra_env):
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read())
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    return proc, url
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read())
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    proc, url = start(root)
-    yield url, root
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_app(root) as url:
+        yield url, root
 
 
 @pytest.fixture(scope="module")
 def public_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("public")
-    proc, url = start(root, SONOMARK_PUBLIC="1")
-    yield url, root
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_app(root, SONOMARK_PUBLIC="1") as url:
+        yield url, root
 
 
 def test_analyze_and_export_through_the_api(server):

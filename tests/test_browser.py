@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from tests.test_app_e2e import start
+from tests.test_app_e2e import running_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("SONOMARK_ARTIFACTS", REPO / "test-artifacts"))
@@ -22,10 +22,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium no
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    proc, url = start(root)
-    yield url, root
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_app(root) as url:
+        yield url, root
 
 
 def test_review_paint_and_save_in_a_browser(app_url):

@@ -6,6 +6,7 @@ part of ``analyze``: they are computed on demand by ``Analyzer.explain``.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,19 @@ class Analysis:
     model_versions: dict[str, str]  # model -> first 12 hex of its weights' sha256
 
 
+class _Clock:
+    """Seconds since the last lap, into ``timings`` (a no-op when it is None)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings, self.t = timings, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
+            self.t = now
+
+
 class Analyzer:
     """Loads the shipped ensemble on first use and analyses scans; safe to share between threads."""
 
@@ -86,14 +100,23 @@ class Analyzer:
         out = self.model(name)(to_input(gray, spec).to(self.device)).float()
         return out[0].cpu().numpy() if spec.task == "classify" else torch.sigmoid(out[0, 0]).cpu().numpy()
 
-    def analyze(self, scan: Scan) -> Analysis:
+    def analyze(self, scan: Scan, timings: dict[str, float] | None = None) -> Analysis:
+        """The full analysis of one scan; ``timings``, if given, receives seconds per stage."""
+        clock = _Clock(timings)
         gray = scan.gray
         h, w = gray.shape
-        logits = {n: self._raw(n, gray)[None] for n in self.classifiers}
+        logits = {}
+        for n in self.classifiers:
+            logits[n] = self._raw(n, gray)[None]
+            clock.lap(f"model {n}")
         per_model, fused = self.fusion.classify(logits) if logits else ({}, np.full((1, len(CLASSES)), 1 / len(CLASSES)))
         probs = fused[0]
-        maps = {n: cv2.resize(self._raw(n, gray), (w, h), interpolation=cv2.INTER_LINEAR) for n in self.segmenters}
+        maps = {}
+        for n in self.segmenters:
+            maps[n] = cv2.resize(self._raw(n, gray), (w, h), interpolation=cv2.INTER_LINEAR)
+            clock.lap(f"model {n}")
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
+        clock.lap("fusion")
         mask = clean_mask(lesion > self.fusion.threshold)
         label = CLASSES[int(np.argmax(probs))]
         entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum() / np.log(len(CLASSES)))
@@ -112,12 +135,14 @@ class Analyzer:
             reasons.append("called normal, yet a lesion is segmented")
         elif label != "normal" and maps and not mask.any():
             reasons.append(f"called {label}, yet no lesion is segmented")
+        measurements = measure(mask, scan.spacing_mm)
+        clock.lap("post-processing")
         return Analysis(
             scan_name=scan.name, scan_sha256=scan.sha256, label=label,
             probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
             per_model={n: {c: float(v) for c, v in zip(CLASSES, p[0])} for n, p in per_model.items()},
             uncertainty=entropy, review=bool(reasons), review_reasons=tuple(reasons), mask=mask,
-            lesion_probability=lesion, segmenter_maps=maps, measurements=measure(mask, scan.spacing_mm),
+            lesion_probability=lesion, segmenter_maps=maps, measurements=measurements,
             threshold=self.fusion.threshold, model_versions=self.model_versions())
 
     def explain(self, scan: Scan, model: str, target_class: str | None = None, method: str = "Grad-CAM") -> Heatmap:

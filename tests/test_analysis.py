@@ -74,3 +74,10 @@ def test_explain_on_demand(analyzer):
 def test_no_weights_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shipped models"):
         Analyzer(tmp_path)
+
+
+def test_stage_timings_are_recorded_on_request(analyzer):
+    timings = {}
+    analyzer.analyze(png_scan(), timings)
+    assert {f"model {n}" for n in MODELS} | {"fusion", "post-processing"} <= set(timings)
+    assert all(v >= 0 for v in timings.values())

@@ -1,0 +1,134 @@
+"""Speed of one full analysis, per stage, against a naive baseline measured in the same process.
+
+    python benchmarks/analysis_speed.py [--repeats 20] [--cam]
+
+Engine: ``models.analysis.Analyzer`` (decode once, shared preprocessing, inference mode).
+Naive baseline: every model on its own, as a first script would: decode the file with PIL,
+resize and normalize with torchvision, forward under ``torch.no_grad``, upsample its own output;
+then average, threshold, clean and measure. The two alternate scan by scan, so load on the machine
+falls on both. Targets (issue: analysis engine): engine p50 <= 1.0 s without CAM, <= 1.5 s with
+one CAM, and >= 2x faster than the baseline. Uses the shipped weights when all registered models
+are shipped, else random-initialised copies (speed does not depend on the values).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from models.analysis import Analyzer  # noqa: E402
+from models.measure import measure  # noqa: E402
+from models.postprocess import clean_mask  # noqa: E402
+from models.scan import read_scan  # noqa: E402
+from models.weights import WEIGHTS_DIR, Manifest, ship  # noqa: E402
+from models.zoo import REGISTRY, build_model, get_spec  # noqa: E402
+
+
+def weights_folder() -> tuple[Path, str]:
+    if set(Manifest.read(WEIGHTS_DIR).shipped()) == set(REGISTRY):
+        return WEIGHTS_DIR, "shipped"
+    root = Path(tempfile.mkdtemp(prefix="sonomark-bench-"))
+    for name in REGISTRY:
+        (root / "runs" / name).mkdir(parents=True)
+        torch.save({"model": build_model(name, init=None).state_dict(), "epoch": 0, "score": 0.0,
+                    "config": {"model": name}}, root / "runs" / name / "best.pt")
+        ship(name, root / "runs", root / "weights")
+    return root / "weights", "random-initialised (not all models shipped)"
+
+
+def naive(path: Path, models: dict, threshold: float, timings: dict) -> None:
+    probs, maps = [], []
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        spec = get_spec(name)
+        image = Image.open(path).convert("L")
+        size = image.size
+        x = TF.to_tensor(image.resize((spec.input_size, spec.input_size), Image.BILINEAR)).expand(3, -1, -1)
+        x = TF.normalize(x, spec.mean, spec.std)[None]
+        with torch.no_grad():
+            out = model(x)
+        if spec.task == "classify":
+            probs.append(out.softmax(1)[0].numpy())
+        else:
+            maps.append(F.interpolate(torch.sigmoid(out), size=size[::-1], mode="bilinear")[0, 0].numpy())
+        timings[f"model {name}"] = timings.get(f"model {name}", 0.0) + time.perf_counter() - t0
+    t0 = time.perf_counter()
+    np.mean(probs, axis=0)
+    measure(clean_mask(np.mean(maps, axis=0) > threshold))
+    timings["fusion + post-processing"] = time.perf_counter() - t0
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"p50": round(float(np.percentile(values, 50)), 4), "p95": round(float(np.percentile(values, 95)), 4)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--cam", default="efficientnet_lite0", help="classifier whose Grad-CAM is timed")
+    args = ap.parse_args()
+    folder, which = weights_folder()
+    engine = Analyzer(folder)
+    models = {n: engine.manifest.load(n) for n in engine.manifest.shipped()}
+    scans = sorted((REPO / "examples").glob("*.png"))
+    engine.analyze(read_scan(scans[0]))  # load every model once (lazy loading is not what is measured)
+    naive(scans[0], models, engine.fusion.threshold, {})
+    stages: dict[str, list[float]] = {}
+    base_stages: dict[str, list[float]] = {}
+    totals = {"engine": [], "engine + CAM": [], "naive": []}
+    for k in range(args.repeats):
+        path = scans[k % len(scans)]
+        t0 = time.perf_counter()
+        scan = read_scan(path)
+        t_read = time.perf_counter() - t0
+        timings: dict[str, float] = {"read": t_read}
+        engine.analyze(scan, timings)
+        t_engine = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        engine.explain(scan, args.cam)
+        timings[f"CAM {args.cam}"] = time.perf_counter() - t1
+        for s, v in timings.items():
+            stages.setdefault(s, []).append(v)
+        totals["engine"].append(t_engine)
+        totals["engine + CAM"].append(t_engine + timings[f"CAM {args.cam}"])
+        t0 = time.perf_counter()
+        base: dict[str, float] = {}
+        naive(path, models, engine.fusion.threshold, base)
+        totals["naive"].append(time.perf_counter() - t0)
+        for s, v in base.items():
+            base_stages.setdefault(s, []).append(v)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        "torch": torch.__version__, "weights": which, "repeats": args.repeats,
+        "totals": {k: stats(v) for k, v in totals.items()},
+        "engine_stages": {k: stats(v) for k, v in stages.items()},
+        "naive_stages": {k: stats(v) for k, v in base_stages.items()},
+        "speedup_p50": round(float(np.median(totals["naive"]) / np.median(totals["engine"])), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    out = REPO / "benchmarks" / "results" / "analysis_speed.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    for k, v in result["totals"].items():
+        print(f"{k:14s} p50 {v['p50']:.3f} s  p95 {v['p95']:.3f} s")
+    print(f"speed-up over naive (p50): {result['speedup_p50']}x; peak RSS {result['peak_rss_mb']} MB; weights {which}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -180,9 +180,47 @@ def load_split(path: Path = DEFAULT_SPLIT) -> Split:
     return Split.from_json(json.loads(path.read_text()), path)
 
 
+EXPORT_SOURCES = ("sonomark",)  # annotation exports: placed by ``place_exports``, not by the split file
+
+
+def place_exports(split: Split, cases: Sequence[Case], facts: dict[str, CaseFacts]) -> tuple[Split, list[Case]]:
+    """Fit exported (corrected) cases into ``split`` so that no scan lands on two sides.
+
+    An export that near-duplicates a base case joins that case's group and split. In train, it
+    replaces the base cases with the very same pixels (the correction supersedes them). In val or
+    test it is left out of training, so annotation never changes evaluation data. An export of a
+    new scan goes to train. Returns the extended split and the cases to use.
+    """
+    exports = [c for c in cases if c.source in EXPORT_SOURCES]
+    if not exports:
+        return split, list(cases)
+    export_ids = {c.case_id for c in exports}
+    assignment, groups, labels = dict(split.assignment), dict(split.groups), dict(split.labels)
+    excluded = dict(split.excluded)
+    dups: dict[str, list[str]] = {}
+    for pair in duplicate_pairs(facts, split.duplicate_distance):
+        for e, b in ((pair.a, pair.b), (pair.b, pair.a)):
+            if e in export_ids and b not in export_ids and b in split.assignment:
+                dups.setdefault(e, []).append(b)
+    replaced: set[str] = set()
+    for case in exports:
+        bases = sorted(dups.get(case.case_id, []))
+        side = split.assignment[bases[0]] if bases else "train"
+        if side != "train":
+            excluded[case.case_id] = (f"correction of {bases[0]}, which is in the {side} split; kept out of "
+                                      "training so evaluation data stays as released")
+            continue
+        assignment[case.case_id] = "train"
+        groups[case.case_id] = split.groups[bases[0]] if bases else case.group_id
+        labels[case.case_id] = case.label
+        replaced |= {b for b in bases if facts[b].pixel_sha256 == facts[case.case_id].pixel_sha256}
+    extended = Split(split.seed, split.fingerprints, assignment, groups, labels, excluded, split.duplicate_distance)
+    return extended, [c for c in cases if c.case_id not in replaced]
+
+
 def verify(split: Split, cases: Sequence[Case], facts: dict[str, CaseFacts]) -> None:
-    """Raise ``SplitMismatchError`` unless every source in ``cases`` has the split's fingerprint."""
-    for source in sorted({c.source for c in cases}):
+    """Raise ``SplitMismatchError`` unless every base source in ``cases`` has the split's fingerprint."""
+    for source in sorted({c.source for c in cases} - set(EXPORT_SOURCES)):
         expected = split.fingerprints.get(source)
         actual = fingerprint([c for c in cases if c.source == source], facts)
         if expected is None:
@@ -197,11 +235,13 @@ def verify(split: Split, cases: Sequence[Case], facts: dict[str, CaseFacts]) -> 
 
 def load_verified(data_dirs: Sequence[Path], path: Path = DEFAULT_SPLIT,
                   progress: bool = True) -> tuple[Split, list[Case]]:
-    """The split and the cases of ``data_dirs``, after checking the fingerprints agree."""
+    """The split and the cases of ``data_dirs``, after checking the fingerprints agree; annotation
+    exports among them are placed by ``place_exports``."""
     split = load_split(path)
     cases = load_cases(data_dirs)
-    verify(split, cases, survey(cases, progress=progress))
-    return split, cases
+    facts = survey(cases, progress=progress)
+    verify(split, cases, facts)
+    return place_exports(split, cases, facts)
 
 
 def main(argv: list[str] | None = None) -> int:

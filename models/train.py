@@ -38,6 +38,7 @@ from .ensemble import run_model, softmax
 from .metrics import classification_metrics, dice_iou
 from .preprocess import CaseArrays, decode_cases, normalize
 from .splits import DEFAULT_SPLIT, load_verified
+from .weights import Manifest
 from .zoo import REGISTRY, ModelSpec, build_model, get_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -338,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", default="default",
-                    help='"default" (offline ImageNet where shipped), "none", a local weights file, or "hub:ID"')
+                    help='"default" (offline ImageNet where a package ships it), "none", "shipped" (fine-tune '
+                         'from weights/, checksum verified), a local weights file, or "hub:ID"')
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
     ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
@@ -349,9 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     split, cases = load_verified(args.data, args.split, progress=not args.quiet)
     for name in (list(REGISTRY) if args.all else args.models):
         spec = get_spec(name)
+        init = str(Manifest.read().verify(name)) if args.init == "shipped" else args.init
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
-                                     init=args.init,
+                                     init=init,
                                      data=tuple(sorted({c.source for c in cases})),
                                      split_fingerprints=split.fingerprints)
         train, val = split_arrays(cases, split, spec, args.limit, progress=not args.quiet)

@@ -255,7 +255,9 @@ def load_state_file(model: nn.Module, path: Path, strict: bool = True) -> None:
         state = load_file(path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        for key in ("state_dict", "model"):  # common checkpoint wrappers, ours included
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
     own = model.state_dict()
     if not strict:
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

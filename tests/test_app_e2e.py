@@ -22,10 +22,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(root, **extra_env):
-    """``python -m app`` on a free port with random-initialised weights shipped under ``root``."""
+def running_app(root, shipped: bool = False, **extra_env):
+    """``python -m app`` on a free port with random-initialised weights shipped under ``root`` (or, with
+    ``shipped``, the repository's own weights)."""
     port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), SONOMARK_WEIGHTS=str(ship_random(root)),
+    weights = REPO / "weights" if shipped else ship_random(root)
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), SONOMARK_WEIGHTS=str(weights),
                SONOMARK_EXPORT_DIR=str(root / "exports"), SONOMARK_DATA=str(root / "no-data"),
                OMP_NUM_THREADS="1", **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.PIPE,

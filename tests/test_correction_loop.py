@@ -31,7 +31,8 @@ def synthetic(folder, n, bright, seed):
 
 
 def dice_on(model, spec, paths, masks):
-    images = np.stack([np.asarray(Image.fromarray(np.asarray(Image.open(p))).resize((224, 224))) for p in paths])
+    size = (spec.input_size, spec.input_size)
+    images = np.stack([np.asarray(Image.fromarray(np.asarray(Image.open(p))).resize(size)) for p in paths])
     probs = run_model(model, spec, images)
     return float(np.mean([dice_iou(np.asarray(Image.fromarray((p > 0.5).astype(np.uint8)).resize((200, 160),
                                                                                    Image.NEAREST)) > 0, m)[0]
@@ -49,7 +50,7 @@ def test_corrections_raise_dice_on_the_cases_the_model_got_wrong(tmp_path):
     spec = get_spec("unet_lite0")
     dark, dark_masks = synthetic(tmp_path / "dark", 12, bright=False, seed=0)
     base = to_export(dark, dark_masks, tmp_path / "base")  # the base model saw dark lesions only
-    arrays = decode_cases(list(base.cases), 224, progress=False)
+    arrays = decode_cases(list(base.cases), spec.input_size, progress=False)
     cfg = train.RunConfig.for_model(spec, "cpu", epochs=2, batch_size=4, lr=2e-3, seed=0)
     train.train_model(spec, arrays, arrays, cfg, tmp_path / "base_run", progress=False)
     base_weights = tmp_path / "base_run" / "best.pt"
@@ -59,7 +60,7 @@ def test_corrections_raise_dice_on_the_cases_the_model_got_wrong(tmp_path):
 
     corrected = to_export(bright, bright_masks, tmp_path / "corrections")  # the annotator's fixes
     assert len(corrected.cases) == 8
-    tune = decode_cases(list(corrected.cases), 224, progress=False)
+    tune = decode_cases(list(corrected.cases), spec.input_size, progress=False)
     cfg = train.RunConfig.for_model(spec, "cpu", epochs=6, batch_size=4, lr=2e-3, seed=0, init=str(base_weights))
     train.train_model(spec, tune, tune, cfg, tmp_path / "tuned", progress=False)
     after = dice_on(build_model("unet_lite0", init=tmp_path / "tuned" / "best.pt"), spec, bright, bright_masks)

@@ -10,6 +10,7 @@ from models.data import load_cases
 from models.ensemble import Fusion, softmax
 from models.splits import make_split, save_split
 from models.survey import survey
+from models.zoo import get_spec
 from tests.conftest import write_busbra, write_busi
 
 
@@ -39,7 +40,7 @@ def test_shipped_weights_are_fp16_with_checksums(world):
     assert not model.training
     entry = manifest.models["unet_lite0"]
     assert entry["sha256"] == weights.sha256_file(wdir / "unet_lite0.safetensors")
-    assert entry["input"]["input_size"] == 224
+    assert entry["input"]["input_size"] == get_spec("unet_lite0").input_size
     assert entry["command"].startswith("python -m models.train --models unet_lite0 --epochs 1 --batch-size 8")
     # not better on validation: not shipped again
     assert not weights.ship("unet_lite0", runs, wdir)

@@ -65,3 +65,32 @@ def test_corrections_raise_dice_on_the_cases_the_model_got_wrong(tmp_path):
     train.train_model(spec, tune, tune, cfg, tmp_path / "tuned", progress=False)
     after = dice_on(build_model("unet_lite0", init=tmp_path / "tuned" / "best.pt"), spec, bright, bright_masks)
     assert after > before + 0.2, (before, after)
+
+
+def test_the_real_data_loop_script_runs_end_to_end_on_synthetic_data(tmp_path):
+    """reports/correction_loop.py, the documented real run, on tiny data in the release layouts."""
+    import importlib.util
+    import json
+
+    from models.data import load_cases
+    from models.splits import make_split, save_split
+    from models.survey import survey
+    from tests.conftest import REPO, write_busbra, write_busi
+
+    data = tmp_path / "data"
+    write_busi(data / "Dataset_BUSI_with_GT", {"benign": 20, "malignant": 8, "normal": 6})
+    write_busbra(data / "BUSBRA", patients=10)
+    cases = load_cases([data])
+    split = save_split(make_split(cases, survey(cases, progress=False)), tmp_path / "split.json")
+    spec = importlib.util.spec_from_file_location("correction_loop", REPO / "reports" / "correction_loop.py")
+    loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loop)
+    out = tmp_path / "report" / "loop"
+    assert loop.main(["--data", str(data), "--split", str(split), "--work", str(tmp_path / "work"), "--n", "4",
+                      "--base-epochs", "1", "--tune-epochs", "1", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert len(result["corrections"]) == 4 and set(result["val"]) == {"base", "control", "corrected"}
+    assert 0 <= result["val"]["corrected"]["busi"]["dice_mean"]["value"] <= 1
+    manifest = (tmp_path / "work" / "exports" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 4 and all(json.loads(line)["note"] == "reports/correction_loop.py" for line in manifest)
+    assert "Corrections minus control on BUSI validation" in out.with_suffix(".md").read_text()

@@ -31,13 +31,19 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
         m = manifest.models.get(name)
         if m:
             lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {spec.input_size} px | `{m['file']}` | "
-                         f"{m['bytes'] / 1e6:.1f} | {m['val_score']:.3f} (epoch {m['best_epoch']}) | {m['temperature']} |")
+                         f"{m['bytes'] / 1e6:.1f} | {m['val_score']:.3f} (epoch {m['best_epoch']}) | "
+                         f"{m['temperature'] if spec.task == 'classify' else '—'} |")
         else:
             lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {spec.input_size} px | not shipped yet | | | |")
     lines += ["", "Validation score: mean over datasets of macro-F1 (classifiers) or of lesion Dice at the model's "
               "input size (segmenters). Temperatures, ensemble weights and the mask threshold are fitted on the "
               "validation split (`python -m models.calibrate`): " + json.dumps(
                   {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold") if k in fitted}), ""]
+    trained = [f"- `{n}`: `{m['command']}` ({m['train_config'].get('device', '?')}, best epoch {m['best_epoch']})"
+               for n, m in manifest.models.items()]
+    lines += ["## Training", "", *trained, "",
+              "Each command resumes where it stopped (`runs/<model>/`, not in git). Whether corrected exports improve "
+              "a model, measured on real data: `reports/correction_loop.md`.", ""]
     lines += ["## Data and split", "",
               "Trained on the train split of BUSI (Al-Dhabyani et al., Data in Brief 2020) and BUS-BRA "
               "(Gómez-Flores et al., Medical Physics 2024), validated on the validation split, reported on the test "
@@ -48,8 +54,9 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
         lines += ["## Test metrics (95% bootstrap intervals over groups)", ""]
         for source, ev in metrics.items():
             lines += [f"### {source}, {ev['split']} split (fingerprint `{ev['fingerprint'][:12]}`, {ev['n_cases']} cases)", "",
-                      "| model | macro-F1 | malignant AUC | malignant sensitivity | malignant specificity | ECE | mean Dice |",
-                      "|---|---|---|---|---|---|---|"]
+                      "| model | macro-F1 | malignant AUC | malignant sensitivity | malignant specificity | ECE | mean Dice "
+                      "| normal scans with a false lesion |",
+                      "|---|---|---|---|---|---|---|---|"]
             names = list(dict.fromkeys([*ev["classification"], *ev["segmentation"]]))
             names.sort(key=lambda n: n == ENSEMBLE)
             for n in names:
@@ -57,7 +64,7 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
                 s = ev["segmentation"].get(n, {}).get("scores", {})
                 lines.append(f"| {n} | {_iv(c.get('macro_f1'))} | {_iv(c.get('malignant_auc'))} | "
                              f"{_iv(c.get('malignant_sensitivity'))} | {_iv(c.get('malignant_specificity'))} | "
-                             f"{_iv(c.get('ece'))} | {_iv(s.get('dice_mean'))} |")
+                             f"{_iv(c.get('ece'))} | {_iv(s.get('dice_mean'))} | {_iv(s.get('fp_image_rate'))} |")
             floors = FLOORS.get(source, {})
             ens_c = ev["classification"].get(ENSEMBLE, {}).get("scores", {})
             ens_s = ev["segmentation"].get(ENSEMBLE, {}).get("scores", {})

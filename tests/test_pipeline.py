@@ -82,6 +82,8 @@ def test_calibrate_then_evaluate(world):
     card = (wdir / "README.md").read_text()
     assert "not a medical device" in card and "| efficientnet_lite0 |" in card and "| resnet18 |" in card
     assert "Floors: macro_f1" in card and busi["fingerprint"][:12] in card
+    assert "normal scans with a false lesion" in card  # BUSI has normals: the segmenters' false alarms
+    assert "- `unet_lite0`: `python -m models.train --models unet_lite0 --epochs 1" in card
     for png in ("busi_confusion.png", "busi_roc_reliability.png", "busi_dice.png"):
         assert (wdir / "plots" / png).stat().st_size > 1000
 

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# A Space runs this file as a script from the repository root, where `app` is not yet importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# A Space runs this file as a script, which puts app/ first on sys.path: a module there named like
+# one of the standard library's (app/queue.py once was) would then shadow it for torch and gradio.
+# The repository root replaces it, which also makes `app` importable.
+if not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from app.ui import build, launch  # noqa: E402  (analytics must be off before gradio is imported)
 

@@ -12,7 +12,7 @@ from models.explain import CAM_METHODS
 from models.zoo import names as model_names
 
 from . import explorer, review
-from . import queue as queue_ui
+from . import queue_ui
 
 DISCLAIMER = ("SonoMark is research software, **not a medical device**: it must not be used to diagnose "
               "or to decide on treatment.")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import queue as queue_ui
+from app import queue_ui
 from app import review
 from models.analysis import Analyzer
 from tests.test_analysis import ship_random

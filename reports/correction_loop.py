@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from models import evaluate, export, train, weights  # noqa: E402
 from models.analysis import Analyzer  # noqa: E402
 from models.data import DEFAULT_DATA_DIR  # noqa: E402
-from models.data.images import load_gray, load_mask  # noqa: E402
+from models.data.images import load_mask  # noqa: E402
 from models.scan import read_scan  # noqa: E402
 from models.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 
@@ -65,7 +65,7 @@ def correct_cases(base_weights: Path, data: Path, split_path: Path, n: int, seed
     for case in chosen:
         scan = read_scan(case.image_path)
         a = analyzer.analyze(scan)
-        truth = load_mask(case.mask_paths, load_gray(case.image_path).shape)
+        truth = load_mask(case.mask_paths, scan.shape)
         saved = export.save_case(out, export.Annotation(
             scan, case.label, "annotator", truth, "simulated annotator (BUSI reference mask)",
             model_mask=a.mask, model_versions=a.model_versions, note="reports/correction_loop.py"))
@@ -137,11 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     val = {"base": val_dice(w / "base_weights", args.data, args.split),
            "control": val_dice(ship_to(w / "control_runs", w / "control_weights"), args.data, args.split),
            "corrected": val_dice(ship_to(w / "corrected_runs", w / "corrected_weights"), args.data, args.split)}
-    import torch
-
     result = {"n": args.n, "seed": args.seed, "base_epochs": args.base_epochs, "tune_epochs": args.tune_epochs,
               "tune_lr": args.tune_lr, "date": time.strftime("%Y-%m-%d"), "minutes": (time.time() - t0) / 60,
-              "device": "cuda" if torch.cuda.is_available() else "CPU",
+              "device": train.pick_device(),
               "correction_dice_mean": sum(r["dice_model_vs_final"] for r in rows) / len(rows),
               "val": val, "corrections": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

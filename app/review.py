@@ -67,6 +67,15 @@ def analyzer(weights: Path = WEIGHTS_DIR) -> Analyzer:
     return Analyzer(weights)
 
 
+def warm_up() -> None:
+    """Load the models while the server starts, so that the first visitor does not wait for them; a
+    problem is printed here and shown again to whoever analyses a scan."""
+    try:
+        analyzer().warm_up()
+    except Exception as e:  # noqa: BLE001 - a background thread has nobody else to tell
+        print(f"SonoMark: the models could not be loaded at start-up: {e}", flush=True)
+
+
 def examples() -> list[str]:
     return [str(p) for p in sorted(EXAMPLES.glob("*.png"))]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -187,4 +188,5 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, server_name: str = "127.0.0.1") -> None:
+    threading.Thread(target=review.warm_up, name="warm-up", daemon=True).start()
     demo.launch(server_name=server_name, max_file_size=MAX_UPLOAD, show_error=True)

@@ -1,7 +1,9 @@
 """The analysis engine: one call on one scan gives everything the UI and the CLI show.
 
-Models load once, lazily, from the shipped weights (checksums verified). Grad-CAM heatmaps are not
-part of ``analyze``: they are computed on demand by ``Analyzer.explain``.
+Models load once, lazily, from the shipped weights (checksums verified), and run through
+``models.runtime`` (ONNX Runtime on the CPU); the scan is resized once per input size, not once per
+model. Grad-CAM heatmaps are not part of ``analyze``: they are computed on demand by
+``Analyzer.explain``, on the PyTorch model.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from scipy.special import expit
 
 from .data.records import CLASSES
 from .ensemble import Fusion, softmax
@@ -21,6 +24,7 @@ from .measure import Measurements, measure
 from .metrics import dice_iou
 from .postprocess import clean_mask
 from .preprocess import to_input
+from .runtime import BACKENDS, Runner, default_backend, make_runner
 from .scan import Scan
 from .weights import WEIGHTS_DIR, Manifest
 from .zoo import get_spec
@@ -64,14 +68,18 @@ class _Clock:
 class Analyzer:
     """Loads the shipped ensemble on first use and analyses scans; safe to share between threads."""
 
-    def __init__(self, weights: Path = WEIGHTS_DIR, device: str = "cpu"):
+    def __init__(self, weights: Path = WEIGHTS_DIR, device: str = "cpu", backend: str | None = None):
         self.manifest = Manifest.read(weights)
         if not self.manifest.shipped():
             raise FileNotFoundError(f"{Path(weights) / 'manifest.json'}: no shipped models; train and ship them first "
                                     "(see README, 'Models, training and evaluation')")
         self.device = device
+        self.backend = backend or default_backend(device)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown inference backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         self.fusion = Fusion.from_manifest(self.manifest)
         self._models: dict[str, torch.nn.Module] = {}
+        self._runners: dict[str, Runner] = {}
         self._lock = threading.RLock()
 
     @property
@@ -91,29 +99,51 @@ class Analyzer:
                     self._models[name] = self.manifest.load(name, self.device)
             return self._models[name]
 
+    def runner(self, name: str) -> Runner:
+        with self._lock:
+            if name not in self._runners:
+                self._runners[name] = make_runner(self.model(name), get_spec(name), self.backend, self.device)
+            return self._runners[name]
+
+    def warm_up(self) -> None:
+        """Load every shipped model and prepare its runner now (a few seconds), not at the first scan."""
+        for name in self.classifiers + self.segmenters:
+            self.runner(name)
+
     def model_versions(self) -> dict[str, str]:
         return {n: m["sha256"][:12] for n, m in self.manifest.models.items()}
 
-    @torch.inference_mode()
-    def _raw(self, name: str, gray: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _input_key(name: str) -> tuple:
         spec = get_spec(name)
-        out = self.model(name)(to_input(gray, spec).to(self.device)).float()
-        return out[0].cpu().numpy() if spec.task == "classify" else torch.sigmoid(out[0, 0]).cpu().numpy()
+        return spec.input_size, spec.mean, spec.std
+
+    def _inputs(self, gray: np.ndarray) -> dict[tuple, np.ndarray]:
+        """The scan prepared once per distinct input size and normalization, shared by the models."""
+        specs = {self._input_key(n): get_spec(n) for n in self.classifiers + self.segmenters}
+        return {key: to_input(gray, spec).numpy() for key, spec in specs.items()}
+
+    def _raw(self, name: str, inputs: dict[tuple, np.ndarray]) -> np.ndarray:
+        """Logits ``(classes,)`` of a classifier or the lesion probabilities ``(S, S)`` of a segmenter."""
+        out = self.runner(name)(inputs[self._input_key(name)])
+        return out[0] if get_spec(name).task == "classify" else expit(out[0, 0]).astype(np.float32)
 
     def analyze(self, scan: Scan, timings: dict[str, float] | None = None) -> Analysis:
         """The full analysis of one scan; ``timings``, if given, receives seconds per stage."""
         clock = _Clock(timings)
         gray = scan.gray
         h, w = gray.shape
+        inputs = self._inputs(gray)
+        clock.lap("preprocess")
         logits = {}
         for n in self.classifiers:
-            logits[n] = self._raw(n, gray)[None]
+            logits[n] = self._raw(n, inputs)[None]
             clock.lap(f"model {n}")
         per_model, fused = self.fusion.classify(logits) if logits else ({}, np.full((1, len(CLASSES)), 1 / len(CLASSES)))
         probs = fused[0]
         maps = {}
         for n in self.segmenters:
-            maps[n] = cv2.resize(self._raw(n, gray), (w, h), interpolation=cv2.INTER_LINEAR)
+            maps[n] = cv2.resize(self._raw(n, inputs), (w, h), interpolation=cv2.INTER_LINEAR)
             clock.lap(f"model {n}")
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
         clock.lap("fusion")

@@ -56,9 +56,10 @@ def measure(mask: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> 
     contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     outline = max(contours, key=len)[:, 0, :].astype(np.float64)
     # Pixel centres trace the outline half a pixel inside the lesion; measure on pixel edges instead
-    # by taking the hull of every lesion pixel's four corners.
-    ys, xs = np.nonzero(blob)
-    corners = np.concatenate([np.stack([xs + ox, ys + oy], 1) for ox in (0, 1) for oy in (0, 1)]).astype(np.float64)
+    # by taking the hull of every lesion pixel's four corners. The outline pixels' corners span the
+    # same hull and extents as all pixels' corners (every pixel lies inside the outline).
+    xs, ys = outline[:, 0], outline[:, 1]
+    corners = np.concatenate([np.stack([xs + ox, ys + oy], 1) for ox in (0, 1) for oy in (0, 1)])
     hull = cv2.convexHull(corners.astype(np.float32))[:, 0, :].astype(np.float64)
     scale = np.array([dx, dy])
     hull_mm = hull * scale

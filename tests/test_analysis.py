@@ -79,5 +79,23 @@ def test_no_weights_is_a_clear_error(tmp_path):
 def test_stage_timings_are_recorded_on_request(analyzer):
     timings = {}
     analyzer.analyze(png_scan(), timings)
-    assert {f"model {n}" for n in MODELS} | {"fusion", "post-processing"} <= set(timings)
+    assert {f"model {n}" for n in MODELS} | {"preprocess", "fusion", "post-processing"} <= set(timings)
     assert all(v >= 0 for v in timings.values())
+
+
+def test_onnxruntime_engine_matches_the_torch_engine(analyzer):
+    """The default CPU backend (ONNX Runtime) gives the PyTorch models' answer."""
+    assert analyzer.backend == "onnxruntime"
+    reference = Analyzer(analyzer.manifest.folder, backend="torch")
+    scan = png_scan(seed=7)
+    a, b = analyzer.analyze(scan), reference.analyze(scan)
+    for name, probs in b.per_model.items():
+        assert a.per_model[name] == pytest.approx(probs, abs=1e-4)
+    for name, lesion in b.segmenter_maps.items():
+        np.testing.assert_allclose(a.segmenter_maps[name], lesion, atol=1e-4)
+    assert (a.mask != b.mask).mean() < 1e-3  # only pixels within 1e-4 of the threshold may flip
+
+
+def test_unknown_backend_is_a_clear_error(analyzer):
+    with pytest.raises(ValueError, match="unknown inference backend 'tvm'"):
+        Analyzer(analyzer.manifest.folder, backend="tvm")

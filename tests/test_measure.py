@@ -3,8 +3,10 @@ import cv2
 import numpy as np
 import pytest
 
+from scipy import ndimage
+
 from models.measure import measure
-from models.postprocess import clean_mask
+from models.postprocess import clean_mask, fill_holes
 
 
 def ellipse(ry, rx, size=200, center=None):
@@ -75,3 +77,39 @@ def test_clean_mask_fills_holes_and_removes_specks():
     second = ellipse(25, 25, size=200, center=(40, 150))
     assert np.array_equal(clean_mask(lesion | second), lesion | second)  # a real second lesion stays
     assert not clean_mask(np.zeros((10, 10), bool)).any()
+
+
+def random_blobs(seed):
+    """Blobby masks with holes, touching the border, several components: the shapes a network gives."""
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(20, 240, 2)
+    noise = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), rng.uniform(1, 8))
+    return noise > np.quantile(noise, rng.uniform(0.5, 0.97))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fill_holes_equals_scipy(seed):
+    mask = random_blobs(seed)
+    assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def pixel_corner_hull_diameter(blob, spacing=(1.0, 1.0)):
+    """The definition, by brute force: the greatest distance between corners of any two lesion pixels."""
+    ys, xs = np.nonzero(blob)
+    corners = np.concatenate([np.stack([xs + ox, ys + oy], 1) for ox in (0, 1) for oy in (0, 1)]).astype(np.float32)
+    hull = cv2.convexHull(corners)[:, 0, :] * np.array(spacing[::-1])
+    return float(np.linalg.norm(hull[:, None] - hull[None], axis=2).max()), np.ptp(corners[:, 1]), np.ptp(corners[:, 0])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_measurements_from_the_outline_equal_those_from_every_pixel(seed):
+    mask = clean_mask(random_blobs(seed))
+    m = measure(mask, (0.1, 0.07))
+    if m is None:
+        assert not mask.any()
+        return
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    blob = labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])
+    longest, depth, width = pixel_corner_hull_diameter(blob, (0.1, 0.07))
+    assert m.longest_diameter == pytest.approx(longest, rel=1e-6)
+    assert (m.depth, m.width) == pytest.approx((depth * 0.1, width * 0.07))

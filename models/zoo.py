@@ -195,7 +195,9 @@ register(ModelSpec(
     train=TrainDefaults(epochs=40, batch_size=32, lr=1e-3)))
 register(ModelSpec(
     name="resnet18", task="classify", arch="ResNet-18 (timm)",
-    input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, cam_layer="layer4",
+    # 160 px: from scratch on the CPU, a training step ran at 16.2 img/s against 8.4 at 224 (batch 32, fp32,
+    # channels_last, 2 cores).
+    input_size=160, mean=IMAGENET_MEAN, std=IMAGENET_STD, cam_layer="layer4",
     init="random (no offline ImageNet ResNet weights exist here)", builder=_timm("resnet18"),
     hub_loader=_timm_hub("resnet18"), train=TrainDefaults(epochs=60, batch_size=32, lr=2e-3)))
 register(ModelSpec(

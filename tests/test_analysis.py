@@ -99,3 +99,9 @@ def test_onnxruntime_engine_matches_the_torch_engine(analyzer):
 def test_unknown_backend_is_a_clear_error(analyzer):
     with pytest.raises(ValueError, match="unknown inference backend 'tvm'"):
         Analyzer(analyzer.manifest.folder, backend="tvm")
+
+
+def test_warm_up_prepares_every_model(tmp_path):
+    engine = Analyzer(ship_random(tmp_path, ("resnet18", "unet_lite0")))
+    engine.warm_up()
+    assert set(engine._runners) == {"resnet18", "unet_lite0"}

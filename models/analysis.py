@@ -24,7 +24,7 @@ from .measure import Measurements, measure
 from .metrics import dice_iou
 from .postprocess import clean_mask
 from .preprocess import to_input
-from .runtime import BACKENDS, Runner, default_backend, make_runner
+from .runtime import Runner, check_backend, make_runner
 from .scan import Scan
 from .weights import WEIGHTS_DIR, Manifest
 from .zoo import get_spec
@@ -74,9 +74,7 @@ class Analyzer:
             raise FileNotFoundError(f"{Path(weights) / 'manifest.json'}: no shipped models; train and ship them first "
                                     "(see README, 'Models, training and evaluation')")
         self.device = device
-        self.backend = backend or default_backend(device)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown inference backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.backend = check_backend(backend, device)
         self.fusion = Fusion.from_manifest(self.manifest)
         self._models: dict[str, torch.nn.Module] = {}
         self._runners: dict[str, Runner] = {}

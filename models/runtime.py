@@ -4,9 +4,10 @@ The analysis engine's forward passes go through a ``Runner``: a callable from th
 input ``(1, 3, S, S)`` to its raw output (classifier logits or segmenter lesion logits), both numpy.
 
 - ``onnxruntime`` (the default on the CPU): the PyTorch model, with its shipped weights, is exported
-  once to ONNX in memory and run by ONNX Runtime. Its graph optimizations (batch norm folded into
-  convolutions, fused activations, blocked memory layouts) made the six registered networks 1.5-3.5x
-  faster than PyTorch eager at batch 1 on the 2-core CPU (see ``benchmarks/analysis_speed.py``).
+  once to ONNX in memory and run by ONNX Runtime. With its graph optimizations (batch norm folded into
+  convolutions, fused activations, blocked memory layouts) each of the six registered networks took
+  1.4x (VGG19-BN) to 3.5x (EfficientNet-Lite0) less time than the naive baseline's PyTorch eager stage
+  on the 2-core CPU (``benchmarks/results/analysis_speed.json``).
 - ``torch``: the model itself under ``torch.inference_mode`` (the choice on a GPU, and the reference
   the tests compare ONNX Runtime against).
 
@@ -29,8 +30,16 @@ Runner = Callable[[np.ndarray], np.ndarray]
 OPSET = 17
 
 
-def default_backend(device: str) -> str:
-    return "onnxruntime" if device == "cpu" else "torch"
+def check_backend(backend: str | None, device: str = "cpu") -> str:
+    """The backend to use: ``backend`` if it can run on ``device``, ONNX Runtime on the CPU and PyTorch
+    elsewhere when it is None."""
+    if backend is None:
+        return "onnxruntime" if device == "cpu" else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime" and device != "cpu":
+        raise ValueError(f"backend 'onnxruntime' runs on the CPU; use backend 'torch' on {device!r}")
+    return backend
 
 
 def torch_runner(model: nn.Module, device: str = "cpu") -> Runner:
@@ -72,11 +81,7 @@ def onnx_runner(model: nn.Module, spec: ModelSpec) -> Runner:
     return run
 
 
-def make_runner(model: nn.Module, spec: ModelSpec, backend: str = "onnxruntime", device: str = "cpu") -> Runner:
-    if backend == "onnxruntime":
-        if device != "cpu":
-            raise ValueError(f"backend 'onnxruntime' runs on the CPU; use backend 'torch' on {device!r}")
+def make_runner(model: nn.Module, spec: ModelSpec, backend: str | None = None, device: str = "cpu") -> Runner:
+    if check_backend(backend, device) == "onnxruntime":
         return onnx_runner(model, spec)
-    if backend == "torch":
-        return torch_runner(model, device)
-    raise ValueError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return torch_runner(model, device)

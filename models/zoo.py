@@ -190,8 +190,9 @@ def _timm_hub(name: str) -> Callable[[str], nn.Module]:
 
 register(ModelSpec(
     name="vgg19_bn", task="classify", arch="VGG19 with batch norm (timm), global-average-pool head",
-    # 96 px: from scratch on the CPU a training step ran at 4.45 img/s, 2.35 at 128 and about 1 at 224 (batch 16,
-    # fp32, channels_last, 2 cores; one ad-hoc run), so 96 px is what buys a useful number of CPU epochs.
+    # 96 px: from scratch on the CPU a training step ran at 4.45 img/s against 2.35 at 128 (batch 16, fp32,
+    # channels_last, 2 cores; one ad-hoc run) and about 1.1 at 224 (FACTS.md), so 96 px is what buys a useful
+    # number of CPU epochs.
     input_size=96, mean=IMAGENET_MEAN, std=IMAGENET_STD, cam_layer="features.51",
     init="random (no offline ImageNet VGG weights exist here)", builder=_vgg19_bn,
     train=TrainDefaults(epochs=40, batch_size=32, lr=1e-3)))

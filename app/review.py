@@ -22,7 +22,7 @@ from models.data import CLASSES
 from models.explain import heatmap_overlay
 from models.overlay import overlay_mask
 from models.scan import Scan, ScanError, read_scan
-from models.weights import WEIGHTS_DIR
+from models.weights import WEIGHTS_DIR, Manifest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -65,6 +65,11 @@ def close_session(session: ReviewSession | None) -> None:
 @lru_cache(maxsize=2)
 def analyzer(weights: Path = WEIGHTS_DIR) -> Analyzer:
     return Analyzer(weights)
+
+
+def shipped_classifiers(weights: Path = WEIGHTS_DIR) -> list[str]:
+    """The classifiers Grad-CAM can explain: those with shipped weights, not every registered one."""
+    return Manifest.read(weights).shipped("classify")
 
 
 def warm_up() -> None:

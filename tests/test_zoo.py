@@ -47,13 +47,25 @@ def test_weights_fit_the_budget():
 
 
 def test_lite0_imagenet_weights_load_offline():
-    raw = torch.load(zoo.lite0_imagenet_file(), map_location="cpu", weights_only=True)
+    raw = torch.load(zoo.lite_imagenet_file(0), map_location="cpu", weights_only=True)
     classifier = zoo.build_model("efficientnet_lite0")
     assert torch.equal(classifier.conv_stem.weight, raw["_conv_stem.weight"])
     unet = zoo.build_model("unet_lite0")
     assert torch.equal(unet.encoder.model.conv_stem.weight, raw["_conv_stem.weight"])
     assert not torch.equal(zoo.build_model("efficientnet_lite0", init=None).conv_stem.weight, raw["_conv_stem.weight"])
     assert not torch.equal(zoo.build_model("efficientnet_lite0", init="none").conv_stem.weight, raw["_conv_stem.weight"])
+
+
+def test_lite1_imagenet_weights_load_offline():
+    raw = torch.load(zoo.lite_imagenet_file(1), map_location="cpu", weights_only=True)
+    classifier = zoo.build_model("efficientnet_lite1")
+    assert torch.equal(classifier.conv_head.weight, raw["_conv_head.weight"])  # last tensor before the head
+    assert classifier.classifier.out_features == len(zoo.get_spec("efficientnet_lite1").classes)
+
+
+def test_lite_packages_name_what_to_install():
+    with pytest.raises(ValueError, match="Lite7"):
+        zoo.lite_package(7)
 
 
 def test_cli_init_choice_reaches_the_run_config():

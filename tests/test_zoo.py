@@ -63,7 +63,7 @@ def test_lite1_imagenet_weights_load_offline():
     assert classifier.classifier.out_features == len(zoo.get_spec("efficientnet_lite1").classes)
 
 
-def test_lite_packages_name_what_to_install():
+def test_lite_variant_without_a_package_is_refused():
     with pytest.raises(ValueError, match="Lite7"):
         zoo.lite_package(7)
 

@@ -63,6 +63,14 @@ def test_lite1_imagenet_weights_load_offline():
     assert classifier.classifier.out_features == len(zoo.get_spec("efficientnet_lite1").classes)
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_imagenet_initialized_classifier_starts_at_uniform_probabilities(name):
+    model = zoo.build_model(name).eval()
+    with torch.no_grad():
+        probs = model(torch.randn(2, 3, 64, 64)).softmax(1)
+    assert torch.allclose(probs, torch.full_like(probs, 1 / probs.shape[1]))
+
+
 def test_lite_variant_without_a_package_is_refused():
     with pytest.raises(ValueError, match="Lite7"):
         zoo.lite_package(7)

@@ -64,16 +64,18 @@ def test_review_flags_disagreement(analyzer):
     assert (len(votes) > 1) == any("classifiers disagree" in r for r in a.review_reasons)
 
 
-def test_members_weighted_zero_do_not_raise_the_disagreement_flag(analyzer):
+def test_members_with_little_weight_do_not_raise_the_disagreement_flag(analyzer):
     quiet = Analyzer(analyzer.manifest.folder)
     scans = [png_scan(seed=s) for s in range(12)]
     split = [s for s in scans if len({max(p, key=p.get) for p in analyzer.analyze(s).per_model.values()}) > 1]
     assert split, "the random members should disagree on some noise scan"
-    quiet.fusion = replace(quiet.fusion, class_weights={"resnet18": 0.0, "efficientnet_lite0": 1.0})
+    quiet.fusion = replace(quiet.fusion, class_weights={"resnet18": 0.02, "efficientnet_lite0": 0.98})
     for scan in split:
         a = quiet.analyze(scan)
         assert set(a.per_model) == {"resnet18", "efficientnet_lite0"}  # still shown
         assert not any("classifiers disagree" in r for r in a.review_reasons)
+    loud = replace(quiet.fusion, class_weights={"resnet18": 0.1, "efficientnet_lite0": 0.9})
+    assert loud.listens_to("resnet18") and not quiet.fusion.listens_to("resnet18")
 
 
 def test_explain_on_demand(analyzer):

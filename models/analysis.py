@@ -149,8 +149,8 @@ class Analyzer:
         label = CLASSES[int(np.argmax(probs))]
         entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum() / np.log(len(CLASSES)))
         reasons = []
-        # Votes of the members the ensemble listens to: dissent from one that calibration weighted 0
-        # (worse on validation than the others together) would flag scans without adding a reason to look.
+        # Votes of the members the ensemble listens to: dissent from one that calibration gave (almost) no
+        # weight (worse on validation than the others together) would flag scans without adding a reason to look.
         votes = {n: CLASSES[int(np.argmax(p[0]))] for n, p in per_model.items() if self.fusion.listens_to(n)}
         if len(set(votes.values())) > 1:
             reasons.append("classifiers disagree: " + ", ".join(f"{n} says {v}" for n, v in votes.items()))

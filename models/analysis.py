@@ -151,7 +151,7 @@ class Analyzer:
         reasons = []
         # Votes of the members the ensemble listens to: dissent from one that calibration gave (almost) no
         # weight (worse on validation than the others together) would flag scans without adding a reason to look.
-        votes = {n: CLASSES[int(np.argmax(p[0]))] for n, p in per_model.items() if self.fusion.listens_to(n)}
+        votes = {n: CLASSES[int(np.argmax(per_model[n][0]))] for n in self.fusion.voters(per_model)}
         if len(set(votes.values())) > 1:
             reasons.append("classifiers disagree: " + ", ".join(f"{n} says {v}" for n, v in votes.items()))
         if probs.max() < MIN_CONFIDENCE:

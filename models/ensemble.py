@@ -8,7 +8,7 @@ are averaged with their weights and thresholded at the fitted threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ def normalized(weights: Mapping[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in weights.items()}
 
 
-MIN_SAY = 0.05  # the share of the classifiers' weight a member needs for its vote to count (Fusion.listens_to)
+MIN_SAY = 0.05  # the share of the classifiers' weight a member needs for its vote to count (Fusion.voters)
 
 
 @dataclass(frozen=True)
@@ -62,20 +62,20 @@ class Fusion:
     def classify(self, logits: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-model calibrated probabilities and the weighted ensemble probabilities."""
         per_model = {n: softmax(l, self.temperatures.get(n, 1.0)) for n, l in logits.items()}
-        w = normalized({n: self.class_weights.get(n, 1.0) for n in per_model})
+        w = self.class_shares(per_model)
         return per_model, sum(w[n] * p for n, p in per_model.items())
 
-    def listens_to(self, classifier: str) -> bool:
-        """Whether the classifier has a say: at least ``MIN_SAY`` of the fitted weight (unfitted: every member).
+    def class_shares(self, classifiers: Iterable[str]) -> dict[str, float]:
+        """Each classifier's share of the ensemble's probabilities (an unfitted member weighs 1)."""
+        return normalized({n: self.class_weights.get(n, 1.0) for n in classifiers})
+
+    def voters(self, classifiers: Iterable[str]) -> list[str]:
+        """The classifiers with a say: at least ``MIN_SAY`` of the ensemble's weight.
 
         A member under that share moves no ensemble probability by more than 0.05, so its dissent alone is
         no reason to flag a scan (calibration gave the from-scratch ResNet-18 0.02).
         """
-        if not self.class_weights:
-            return True
-        weight = self.class_weights.get(classifier, 1.0)  # as in classify(): an unlisted member weighs 1
-        total = sum(self.class_weights.values()) + (0.0 if classifier in self.class_weights else weight)
-        return total > 0 and weight / total >= MIN_SAY
+        return [n for n, share in self.class_shares(classifiers).items() if share >= MIN_SAY]
 
     def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The weighted mean lesion probability (maps must share one shape)."""

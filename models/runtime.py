@@ -6,7 +6,7 @@ input ``(1, 3, S, S)`` to its raw output (classifier logits or segmenter lesion 
 - ``onnxruntime`` (the default on the CPU): the PyTorch model, with its shipped weights, is exported
   once to ONNX in memory and run by ONNX Runtime. With its graph optimizations (batch norm folded into
   convolutions, fused activations, blocked memory layouts) each of the seven registered networks took
-  1.8x (VGG19-BN at 96 px) to 3.5x (EfficientNet-Lite1) less time than the naive baseline's PyTorch
+  1.7x (VGG19-BN at 96 px) to 3.4x (DeepLabV3+) less time than the naive baseline's PyTorch
   eager stage on the 2-core CPU (``benchmarks/results/analysis_speed.json``).
 - ``torch``: the model itself under ``torch.inference_mode`` (the choice on a GPU, and the reference
   the tests compare ONNX Runtime against).

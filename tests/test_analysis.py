@@ -75,7 +75,7 @@ def test_members_with_little_weight_do_not_raise_the_disagreement_flag(analyzer)
         assert set(a.per_model) == {"resnet18", "efficientnet_lite0"}  # still shown
         assert not any("classifiers disagree" in r for r in a.review_reasons)
     loud = replace(quiet.fusion, class_weights={"resnet18": 0.1, "efficientnet_lite0": 0.9})
-    assert loud.listens_to("resnet18") and not quiet.fusion.listens_to("resnet18")
+    assert "resnet18" in loud.voters(a.per_model) and "resnet18" not in quiet.fusion.voters(a.per_model)
 
 
 def test_explain_on_demand(analyzer):

@@ -3,6 +3,7 @@
 Serves on http://127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
 """
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,4 +17,7 @@ if not __package__:
 from app.ui import build, launch  # noqa: E402  (analytics must be off before gradio is imported)
 
 if __name__ == "__main__":
+    # A stop request (a Space restarting, `kill`) exits through Python, so that the visitors'
+    # session folders are deleted (review.sessions_root) rather than left on disk.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     launch(build(), server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))

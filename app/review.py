@@ -6,6 +6,7 @@ are deleted with the session.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -51,8 +52,17 @@ class ReviewSession:
     opened_at: str | None = None
 
 
+@lru_cache(maxsize=1)
+def sessions_root() -> Path:
+    """One folder per server process for every session workspace, removed when the process exits:
+    a session that the browser never closed (the server stopped first) leaves nothing behind."""
+    root = Path(tempfile.mkdtemp(prefix="sonomark-sessions-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 def new_session(public: bool | None = None) -> ReviewSession:
-    workspace = Path(tempfile.mkdtemp(prefix="sonomark-session-"))
+    workspace = Path(tempfile.mkdtemp(prefix="session-", dir=sessions_root()))
     public = is_public() if public is None else public
     return ReviewSession(workspace, workspace / "exports" if public else local_export_dir())
 

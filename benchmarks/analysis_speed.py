@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -134,7 +135,11 @@ def main() -> int:
                 "on the values); peak RSS is the process's, so it includes every configuration run before",
     }
     for label, folder in configs.items():
-        result[label] = run_config(folder, scans, args.repeats, args.cam)
+        try:
+            result[label] = run_config(folder, scans, args.repeats, args.cam)
+        finally:
+            if folder != WEIGHTS_DIR:  # the temporary folder all_registered_folder() made (~270 MB)
+                shutil.rmtree(folder.parent, ignore_errors=True)
         r = result[label]
         print(f"{label} ({', '.join(r['models'])}):")
         for k, v in r["totals"].items():

@@ -27,9 +27,10 @@ def running_app(root, shipped: bool = False, **extra_env):
     ``shipped``, the repository's own weights)."""
     port = free_port()
     weights = REPO / "weights" if shipped else ship_random(root)
+    (root / "tmp").mkdir()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), SONOMARK_WEIGHTS=str(weights),
                SONOMARK_EXPORT_DIR=str(root / "exports"), SONOMARK_DATA=str(root / "no-data"),
-               OMP_NUM_THREADS="1", **extra_env)
+               TMPDIR=str(root / "tmp"), OMP_NUM_THREADS="1", **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
@@ -53,13 +54,6 @@ def running_app(root, shipped: bool = False, **extra_env):
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     with running_app(root) as url:
-        yield url, root
-
-
-@pytest.fixture(scope="module")
-def public_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("public")
-    with running_app(root, SONOMARK_PUBLIC="1") as url:
         yield url, root
 
 
@@ -90,13 +84,14 @@ def test_analyze_and_export_through_the_api(server):
     assert saved[40:80, 50:120].all() and saved.sum() == 40 * 70
 
 
-def test_two_public_sessions_do_not_see_each_other(public_server, tmp_path):
+def test_two_public_sessions_do_not_see_each_other_nor_outlive_the_server(tmp_path):
     import zipfile
     from concurrent.futures import ThreadPoolExecutor
 
     from gradio_client import Client, handle_file
 
-    url, root = public_server
+    root = tmp_path / "public"
+    root.mkdir()
     examples = [REPO / "examples" / "busi_benign_10.png", REPO / "examples" / "busbra_bus_0005-l.png"]
 
     def visit(example):
@@ -111,8 +106,11 @@ def test_two_public_sessions_do_not_see_each_other(public_server, tmp_path):
                                       "composite": None}, "benign", "visitor", api_name="/export")
         return zipfile.ZipFile(zip_file).read("manifest.jsonl").decode()
 
-    with ThreadPoolExecutor(2) as pool:
+    with running_app(root, SONOMARK_PUBLIC="1") as url, ThreadPoolExecutor(2) as pool:
         manifests = list(pool.map(visit, examples))
+        sessions = list((root / "tmp").glob("sonomark-sessions-*/session-*"))
+        assert len(sessions) == 2 and all(any(s.rglob("*_mask.png")) for s in sessions)
+    assert not any((root / "tmp").glob("sonomark-sessions-*"))  # stopping the server deleted the visitors' data
     for mine, other, manifest in ((examples[0], examples[1], manifests[0]), (examples[1], examples[0], manifests[1])):
         assert mine.name in manifest and other.name not in manifest
     assert not (root / "exports").exists()  # public mode never writes to the shared folder

@@ -75,6 +75,9 @@ class Fusion:
         A member under that share moves no ensemble probability by more than 0.05, so its dissent alone is
         no reason to flag a scan (calibration gave the from-scratch ResNet-18 0.02).
         """
+        classifiers = list(classifiers)
+        if not classifiers:  # a segment-only weights folder has nobody to vote
+            return []
         return [n for n, share in self.class_shares(classifiers).items() if share >= MIN_SAY]
 
     def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:

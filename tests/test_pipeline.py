@@ -119,3 +119,4 @@ def test_fusion_weights_and_temperatures():
     assert per["a"][0, 0] == pytest.approx(softmax(np.array([[1.0, 0, 0]]))[0, 0])
     assert fused == pytest.approx(0.75 * per["a"] + 0.25 * per["b"])
     assert f.segment({"s": np.ones((2, 2)), "t": np.zeros((2, 2))}) == pytest.approx(np.full((2, 2), 0.5))
+    assert f.voters(["a", "b"]) == ["a", "b"] and f.voters([]) == []  # a segment-only ensemble has no voters

@@ -66,8 +66,10 @@ class Fusion:
         return per_model, sum(w[n] * p for n, p in per_model.items())
 
     def class_shares(self, classifiers: Iterable[str]) -> dict[str, float]:
-        """Each classifier's share of the ensemble's probabilities (an unfitted member weighs 1)."""
-        return normalized({n: self.class_weights.get(n, 1.0) for n in classifiers})
+        """Each classifier's share of the ensemble's probabilities (an unfitted member weighs 1); none for a
+        segment-only ensemble."""
+        weights = {n: self.class_weights.get(n, 1.0) for n in classifiers}
+        return normalized(weights) if weights else {}
 
     def voters(self, classifiers: Iterable[str]) -> list[str]:
         """The classifiers with a say: at least ``MIN_SAY`` of the ensemble's weight.
@@ -75,9 +77,6 @@ class Fusion:
         A member under that share moves no ensemble probability by more than 0.05, so its dissent alone is
         no reason to flag a scan (calibration gave the from-scratch ResNet-18 0.02).
         """
-        classifiers = list(classifiers)
-        if not classifiers:  # a segment-only weights folder has nobody to vote
-            return []
         return [n for n, share in self.class_shares(classifiers).items() if share >= MIN_SAY]
 
     def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:

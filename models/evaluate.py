@@ -3,8 +3,9 @@
 Every shipped model and the ensemble, on each dataset's cases of the committed split's test part:
 classification metrics (macro-F1 over the classes the dataset has), and segmentation metrics with
 Dice at the scan's original resolution; 95% intervals resample groups (patients, near-duplicates).
-Writes ``weights/metrics.json`` and PNG plots in ``weights/plots/``; every number names the split
-and the dataset's fingerprint.
+Writes ``weights/metrics.json`` and PNG plots in ``weights/plots/`` (another split: ``metrics_SPLIT.json``
+and ``plots/SPLIT/``, so the shipped test report is never overwritten); every number names the split
+and the dataset's fingerprint. The plots include a gallery of the lesion images with the lowest Dice.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from .data.images import load_gray, load_mask
 from .data.records import CLASSES, Case
 from .data.sources import DEFAULT_DATA_DIR
 from .ensemble import CasePredictions, Fusion, predict_cases
-from .metrics import ClassificationMetrics, SegmentationMetrics, classification_metrics, segmentation_metrics
+from .metrics import (ClassificationMetrics, SegmentationMetrics, classification_metrics, dice_iou,
+                      segmentation_metrics)
+from .overlay import overlay_mask
 from .splits import DEFAULT_SPLIT, SPLITS, load_verified
 from .weights import WEIGHTS_DIR, Manifest
 
@@ -80,7 +83,48 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
     return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg)
 
 
-def write_plots(ev: DatasetEvaluation, preds: CasePredictions, fusion: Fusion, folder: Path) -> list[Path]:
+WORST_SHOWN = 8  # lesion images in the worst-cases gallery
+
+
+def worst_cases(cases: list[Case], preds: CasePredictions, fusion: Fusion, n: int = WORST_SHOWN) -> list[tuple[float, int]]:
+    """(Dice, case index) of the ``n`` lesion images where the ensemble's mask is worst, Dice at the scan's size."""
+    fused = fusion.segment(preds.seg_probs)
+    scored = []
+    for i, case in enumerate(cases):
+        if not preds.masks[i].any():
+            continue
+        truth = load_mask(case.mask_paths, load_gray(case.image_path).shape)
+        scored.append((dice_iou(_full_size(fused[i], truth.shape) > fusion.threshold, truth)[0], i))
+    return sorted(scored)[:n]
+
+
+def worst_gallery(cases: list[Case], preds: CasePredictions, fusion: Fusion, title: str, path: Path) -> Path:
+    """A grid of the worst lesion images: ground truth in green, the ensemble's mask in red."""
+    import matplotlib.pyplot as plt
+
+    fused = fusion.segment(preds.seg_probs)
+    worst = worst_cases(cases, preds, fusion)
+    cols = 4
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (dice, i) in zip(axes.flat, worst):
+        scan = load_gray(cases[i].image_path)
+        truth = load_mask(cases[i].mask_paths, scan.shape)
+        pred = _full_size(fused[i], scan.shape) > fusion.threshold
+        shown = overlay_mask(overlay_mask(scan, truth, (0, 200, 0), alpha=0), pred, (230, 40, 40), alpha=0.25)
+        ax.imshow(shown)
+        ax.set_title(f"{cases[i].case_id}\nDice {dice:.2f}" + ("" if pred.any() else " (no mask)"), fontsize=7)
+    fig.suptitle(f"lowest ensemble Dice: truth green, prediction red\n{title}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(ev: DatasetEvaluation, preds: CasePredictions, fusion: Fusion, folder: Path,
+                cases: list[Case] | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,6 +195,8 @@ def write_plots(ev: DatasetEvaluation, preds: CasePredictions, fusion: Fusion, f
         written.append(folder / f"{ev.source}_dice.png")
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
+        if cases is not None:
+            written.append(worst_gallery(cases, preds, fusion, tag, folder / f"{ev.source}_worst.png"))
     return written
 
 
@@ -167,7 +213,7 @@ def evaluate(data_dirs, split_path: Path = DEFAULT_SPLIT, weights: Path = WEIGHT
         preds = predict_cases(manifest, chosen, split.groups, progress=progress)
         out[source] = evaluate_dataset(chosen, preds, fusion, split_name, split.fingerprints[source], n_boot)
         if plots:
-            write_plots(out[source], preds, fusion, plots)
+            write_plots(out[source], preds, fusion, plots, chosen)
     return out
 
 
@@ -196,14 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--n-boot", type=int, default=1000)
     args = ap.parse_args(argv)
-    results = evaluate(args.data, args.split, args.weights, args.split_name, args.n_boot, args.weights / "plots")
-    out = args.weights / ("metrics.json" if args.split_name == "test" else f"metrics_{args.split_name}.json")
+    test = args.split_name == "test"
+    plots = args.weights / "plots" if test else args.weights / "plots" / args.split_name
+    results = evaluate(args.data, args.split, args.weights, args.split_name, args.n_boot, plots)
+    out = args.weights / ("metrics.json" if test else f"metrics_{args.split_name}.json")
     out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
     from .model_card import write as write_card
 
     print(f"wrote {write_card(args.weights)}")
     print("\n".join(summary_lines(results)))
-    print(f"wrote {out} and plots in {args.weights / 'plots'}")
+    print(f"wrote {out} and plots in {plots}")
     return 0
 
 

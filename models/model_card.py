@@ -73,7 +73,8 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
                 f"{k} {'—' if v is None else f'{v:.3f}'} {'meets' if v is not None and v >= f else 'misses'} {f}"
                 for (k, f), v in zip(floors.items(), got.values())), "",
                 f"![confusion](plots/{source}_confusion.png) ![roc](plots/{source}_roc_reliability.png) "
-                f"![dice](plots/{source}_dice.png)", ""]
+                f"![dice](plots/{source}_dice.png)", "",
+                f"The lesion images where the ensemble's mask is worst: ![worst](plots/{source}_worst.png)", ""]
     lines += ["## Intended use and limitations", "",
               "- Intended for research and for pre-annotating scans that a person then corrects.",
               "- BUS-BRA has no normal class; BUSI's normal class is small (133 scans). Scans from other machines, "

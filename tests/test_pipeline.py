@@ -84,8 +84,15 @@ def test_calibrate_then_evaluate(world):
     assert "Floors: macro_f1" in card and busi["fingerprint"][:12] in card
     assert "normal scans with a false lesion" in card  # BUSI has normals: the segmenters' false alarms
     assert "- `unet_lite0`: `python -m models.train --models unet_lite0 --epochs 1" in card
-    for png in ("busi_confusion.png", "busi_roc_reliability.png", "busi_dice.png"):
+    for png in ("busi_confusion.png", "busi_roc_reliability.png", "busi_dice.png", "busi_worst.png"):
         assert (wdir / "plots" / png).stat().st_size > 1000
+    assert "plots/busi_worst.png" in card
+    shipped_report = {png.name: png.read_bytes() for png in (wdir / "plots").glob("*.png")}
+    assert evaluate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(wdir),
+                          "--n-boot", "20", "--split-name", "val"]) == 0
+    assert json.loads((wdir / "metrics_val.json").read_text())["busi"]["split"] == "val"
+    assert (wdir / "plots" / "val" / "busi_worst.png").stat().st_size > 1000
+    assert {png.name: png.read_bytes() for png in (wdir / "plots").glob("*.png")} == shipped_report  # test report kept
 
 
 def test_temperature_fit_recovers_a_known_temperature():

@@ -33,7 +33,7 @@ def test_weights_budget_and_fitted_ensemble():
 # Floors the shipped ensemble does not meet yet, with the measured values in weights/README.md.
 # Strict: once a floor is met its test XPASSes and fails, until its entry is removed here.
 SHORTFALLS: dict[tuple[str, str], str] = {
-    ("busi", "dice_mean"): "0.684 [0.609, 0.756]: U-Net-Lite0 0.5, DeepLabV3+ 0.25, SegFormer-B0 0.25 (160 px, CPU epochs)",
+    ("busi", "dice_mean"): "0.711 [0.642, 0.782]: U-Net-Lite0 0.5, DeepLabV3+ 0.5, SegFormer-B0 0 (160 px, CPU epochs)",
 }
 
 

@@ -31,7 +31,7 @@ from .zoo import get_spec
 
 # When to ask a person to look: the ensemble is unsure, or its members disagree.
 MIN_CONFIDENCE = 0.6
-MIN_SEGMENTER_AGREEMENT = 0.7  # mean pairwise Dice of the segmenters' masks
+MIN_SEGMENTER_AGREEMENT = 0.7  # mean pairwise Dice of the masks of the segmenters with a say
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,8 @@ class Analyzer:
             reasons.append("classifiers disagree: " + ", ".join(f"{n} says {v}" for n, v in votes.items()))
         if probs.max() < MIN_CONFIDENCE:
             reasons.append(f"ensemble unsure: top probability {probs.max():.2f} < {MIN_CONFIDENCE}")
-        if len(maps) > 1:
-            masks = [m > self.fusion.threshold for m in maps.values()]
+        masks = [maps[n] > self.fusion.threshold for n in self.fusion.seg_voters(maps)]
+        if len(masks) > 1:
             pairs = [dice_iou(a, b)[0] for i, a in enumerate(masks) for b in masks[i + 1:]]
             if np.mean(pairs) < MIN_SEGMENTER_AGREEMENT:
                 reasons.append(f"segmenters disagree: mean pairwise Dice {np.mean(pairs):.2f} < {MIN_SEGMENTER_AGREEMENT}")

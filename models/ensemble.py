@@ -47,7 +47,7 @@ def normalized(weights: Mapping[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in weights.items()}
 
 
-MIN_SAY = 0.05  # the share of the classifiers' weight a member needs for its vote to count (Fusion.voters)
+MIN_SAY = 0.05  # the share of its task's weight a member needs for its vote to count (voters, seg_voters)
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,18 @@ class Fusion:
         """
         return [n for n, share in self.class_shares(classifiers).items() if share >= MIN_SAY]
 
+    def seg_shares(self, segmenters: Iterable[str]) -> dict[str, float]:
+        """Each segmenter's share of the lesion probability (an unfitted member weighs 1)."""
+        weights = {n: self.seg_weights.get(n, 1.0) for n in segmenters}
+        return normalized(weights) if weights else {}
+
+    def seg_voters(self, segmenters: Iterable[str]) -> list[str]:
+        """The segmenters with a say, by the classifiers' rule (calibration gave SegFormer-B0 0)."""
+        return [n for n, share in self.seg_shares(segmenters).items() if share >= MIN_SAY]
+
     def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The weighted mean lesion probability (maps must share one shape)."""
-        w = normalized({n: self.seg_weights.get(n, 1.0) for n in probs})
+        w = self.seg_shares(probs)
         return sum(w[n] * p for n, p in probs.items())
 
     @classmethod

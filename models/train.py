@@ -19,7 +19,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -60,6 +60,7 @@ class RunConfig:
     bf16: bool = False
     init: str | None = "default"
     limit: int | None = None  # at most this many cases per split (smoke tests)
+    balance_sources: bool = False  # draw each dataset equally often per epoch (see source_sampler)
     data: tuple[str, ...] = ()
     split_fingerprints: dict[str, str] = field(default_factory=dict)
 
@@ -70,6 +71,11 @@ class RunConfig:
                     patience=d.patience, device=device, bf16=device == "cuda" or d.bf16_on_cpu)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A checkpoint's settings, plus the defaults of settings added to ``RunConfig`` since it was written."""
+    return {**{f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}, **saved}
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,20 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
     w = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
     w = w * (counts > 0).sum() / w.sum()
     return torch.tensor(w, dtype=torch.float32)
+
+
+def source_sampler(sources: Sequence[str], generator: torch.Generator) -> WeightedRandomSampler:
+    """An epoch's draw (with replacement, as many as there are cases) in which every dataset is
+    equally likely, whatever its size.
+
+    Early stopping and the validation score weigh the datasets equally (mean over sources), while
+    the train split holds about 2 BUS-BRA scans per BUSI scan (1,127 to 532); this makes training
+    weigh them the same way.
+    """
+    names, index = np.unique(np.asarray(sources), return_inverse=True)
+    counts = np.bincount(index, minlength=len(names))
+    return WeightedRandomSampler(torch.from_numpy(1.0 / counts[index]), num_samples=len(sources),
+                                 replacement=True, generator=generator)
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -224,8 +244,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     run_dir.mkdir(parents=True, exist_ok=True)
     last, best = run_dir / "last.pt", run_dir / "best.pt"
     seed_everything(config.seed)
-    # channels_last: a CPU training step ran 1.3x faster for the U-Net and EfficientNet-Lite0, no slower for
-    # DeepLabV3+ (benchmarks/results/train_speed.json).
+    # channels_last: a CPU training step ran 1.2-2.1x faster for the U-Net and EfficientNet-Lite0/1, and
+    # 0.92-1.11x for the other four (benchmarks/results/train_speed.json).
     model = build_model(spec.name, config.init).to(config.device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
@@ -233,7 +253,7 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "logs": [], "done": False}
     if last.exists() and not fresh:
         ckpt = torch.load(last, map_location=config.device, weights_only=False)
-        if ckpt["config"] != asdict(config):
+        if _with_defaults(ckpt["config"]) != asdict(config):
             raise ValueError(f"{last}: made with other settings ({ckpt['config']}); use --fresh to start over, "
                              "or repeat the original command to resume")
         model.load_state_dict(ckpt["model"])
@@ -252,8 +272,10 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     weights = class_weights(train.labels).to(config.device)
     data = AugmentedCases(train, spec.input_size, train=True)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=len(train) > config.batch_size,
-                            generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        sampler = source_sampler(train.sources, generator) if config.balance_sources else None
+        loader = DataLoader(data, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                            drop_last=len(train) > config.batch_size, generator=generator)
         model.train()
         t0, seen, total = time.time(), 0, 0.0
         bar = tqdm(loader, desc=f"{spec.name} epoch {epoch}/{config.epochs}", unit="batch", disable=not progress)
@@ -343,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", default="default",
                     help='"default" (offline ImageNet where a package ships it), "none", "shipped" (fine-tune '
                          'from weights/, checksum verified), a local weights file, or "hub:ID"')
+    ap.add_argument("--balance-sources", action="store_true",
+                    help="draw each dataset equally often per epoch, as the validation score weighs them")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
     ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
@@ -356,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         init = str(Manifest.read().verify(name)) if args.init == "shipped" else args.init
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
+                                     balance_sources=args.balance_sources or None,
                                      init=init,
                                      data=tuple(sorted({c.source for c in cases})),
                                      split_fingerprints=split.fingerprints)

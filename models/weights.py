@@ -117,6 +117,8 @@ def training_command(name: str, config: dict) -> str:
     parts += [f"{flag} {config[key]}" for key, flag in flags.items() if key in config]
     if config.get("init", "default") != "default":
         parts.append(f"--init {config['init']}")
+    if config.get("balance_sources"):
+        parts.append("--balance-sources")
     return " ".join(parts)
 
 
@@ -134,13 +136,18 @@ def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False,
     spec = get_spec(name)
     path = Path(folder) / spec.weights_file
     path.parent.mkdir(parents=True, exist_ok=True)
+    config = dict(ckpt["config"])
+    if old and config.get("init") and Path(config["init"]).resolve() == path.resolve():
+        # fine-tuned from the weights it replaces (--init shipped): name them by checksum, as the file is overwritten
+        config["init"] = "shipped"
+        config["init_sha256"], config["init_command"] = old["sha256"], old.get("command", "")
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in ckpt["model"].items()}
     save_file(half, str(path), metadata={"model": name, "format": "sonomark-fp16"})
     manifest.models[name] = {
         "task": spec.task, "arch": spec.arch, "init": spec.init, "file": spec.weights_file,
         "sha256": sha256_file(path), "bytes": path.stat().st_size, "input": input_spec(spec),
         "temperature": 1.0, "val_score": ckpt["score"], "best_epoch": ckpt["epoch"],
-        "train_config": ckpt["config"], "command": command or training_command(name, ckpt["config"]),
+        "train_config": config, "command": command or training_command(name, config),
     }
     manifest.ensemble.pop("fitted", None)  # calibration must be re-fitted with the new member
     manifest.write()

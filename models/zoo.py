@@ -33,7 +33,7 @@ class TrainDefaults:
     lr: float
     weight_decay: float = 1e-4
     patience: int = 8  # epochs without validation improvement before stopping
-    # bf16 autocast on the CPU: off for every model here. The Lite0 models' training steps ran 6-11x slower
+    # bf16 autocast on the CPU: off for every model here. Every model's training step ran 4-17x slower
     # with it than in fp32 on this CPU (benchmarks/results/train_speed.json; FACTS.md's bf16 gain was
     # measured with ResNet-34 encoders).
     bf16_on_cpu: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,12 +20,15 @@ from tests.test_browser import CHROMIUM, FLAGS  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--example", type=Path, default=REPO / "examples" / "busi_malignant_105.png")
+    ap.add_argument("--example", type=Path, default=REPO / "examples" / "busbra_bus_0002-l.png")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "screenshots" / "review.png")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    with running_app(REPO / "out" / "screenshot", shipped=True) as url, sync_playwright() as p:
+    # a fresh server folder each run (exports, TMPDIR), removed afterwards; REPO/out/screenshot made a
+    # second run, or one in a clone without out/, fail
+    with tempfile.TemporaryDirectory(prefix="sonomark-screenshot-") as root, \
+            running_app(Path(root), shipped=True) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
         page.goto(url)

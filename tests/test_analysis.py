@@ -78,6 +78,17 @@ def test_members_with_little_weight_do_not_raise_the_disagreement_flag(analyzer)
     assert "resnet18" in loud.voters(a.per_model) and "resnet18" not in quiet.fusion.voters(a.per_model)
 
 
+def test_a_segmenter_calibrated_to_zero_does_not_raise_the_disagreement_flag(analyzer):
+    # untrained, the U-Net's lesion probabilities sit mostly above 0.52 and SegFormer's all below it
+    scan, engine = png_scan(), Analyzer(analyzer.manifest.folder)
+    engine.fusion = replace(engine.fusion, threshold=0.52, seg_weights={"unet_lite0": 1.0, "segformer_b0": 1.0})
+    assert any("segmenters disagree" in r for r in engine.analyze(scan).review_reasons)
+    engine.fusion = replace(engine.fusion, seg_weights={"unet_lite0": 1.0, "segformer_b0": 0.0})
+    a = engine.analyze(scan)
+    assert set(a.segmenter_maps) == {"unet_lite0", "segformer_b0"}  # still shown
+    assert not any("segmenters disagree" in r for r in a.review_reasons)
+
+
 def test_explain_on_demand(analyzer):
     scan = png_scan()
     heat = analyzer.explain(scan, "resnet18", "benign", "Grad-CAM++")

@@ -46,6 +46,28 @@ def test_shipped_weights_are_fp16_with_checksums(world):
     assert not weights.ship("unet_lite0", runs, wdir)
 
 
+def test_a_fine_tuned_model_names_the_weights_it_started_from(world, tmp_path):
+    """``--init shipped`` points at the file that shipping overwrites; the manifest keeps its checksum."""
+    import shutil
+    from safetensors.torch import load_file
+    _, _, _, _, wdir = world
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    old = weights.Manifest.read(copy).models["unet_lite0"]
+    config = {**old["train_config"], "init": str(copy / "unet_lite0.safetensors"), "balance_sources": True}
+    (tmp_path / "runs" / "unet_lite0").mkdir(parents=True)
+    torch.save({"model": load_file(copy / "unet_lite0.safetensors"), "epoch": 2, "score": old["val_score"] + 0.01,
+                "config": config}, tmp_path / "runs" / "unet_lite0" / "best.pt")
+    assert weights.ship("unet_lite0", tmp_path / "runs", copy)
+    entry = weights.Manifest.read(copy).models["unet_lite0"]
+    assert entry["train_config"]["init"] == "shipped"
+    assert entry["train_config"]["init_sha256"] == old["sha256"]
+    assert entry["train_config"]["init_command"] == old["command"]
+    assert entry["command"].endswith("--init shipped --balance-sources")
+    from models import model_card
+    assert f"fine-tuned from the weights with sha256 `{old['sha256'][:12]}`" in model_card.render(copy)
+
+
 def test_tampered_or_missing_weights_fail_loudly(world, tmp_path):
     _, _, _, _, wdir = world
     import shutil
@@ -127,3 +149,5 @@ def test_fusion_weights_and_temperatures():
     assert fused == pytest.approx(0.75 * per["a"] + 0.25 * per["b"])
     assert f.segment({"s": np.ones((2, 2)), "t": np.zeros((2, 2))}) == pytest.approx(np.full((2, 2), 0.5))
     assert f.voters(["a", "b"]) == ["a", "b"] and f.voters([]) == []  # a segment-only ensemble has no voters
+    g = Fusion({}, {}, {"s": 1, "t": 1, "zero": 0})
+    assert g.seg_voters(["s", "t", "zero"]) == ["s", "t"]  # a member calibrated to 0 has no say

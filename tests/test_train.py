@@ -62,6 +62,22 @@ def test_class_weights_balance_the_classes():
     assert float(w.sum()) == pytest.approx(2)
 
 
+def test_balanced_sampling_draws_each_dataset_equally_and_repeatably():
+    sources = ["busbra"] * 900 + ["busi"] * 100
+    draw = list(T.source_sampler(sources, torch.Generator().manual_seed(3)))
+    assert len(draw) == len(sources)
+    share = np.mean([sources[i] == "busi" for i in draw])
+    assert 0.45 < share < 0.55, share  # 0.10 when drawn uniformly
+    assert draw == list(T.source_sampler(sources, torch.Generator().manual_seed(3)))
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default():
+    cfg = T.asdict(config("unet_lite0"))
+    older = {k: v for k, v in cfg.items() if k != "balance_sources"}
+    assert T._with_defaults(older) == cfg
+    assert T._with_defaults({**older, "balance_sources": True}) != cfg
+
+
 def test_seg_loss_is_low_for_a_right_mask():
     target = torch.zeros(1, 1, 8, 8)
     target[..., 2:6, 2:6] = 1

@@ -50,6 +50,16 @@ def normalized(weights: Mapping[str, float]) -> dict[str, float]:
 MIN_SAY = 0.05  # the share of its task's weight a member needs for its vote to count (voters, seg_voters)
 
 
+def _shares(weights: Mapping[str, float], members: Iterable[str]) -> dict[str, float]:
+    """Each member's share of its task's weight (an unfitted member weighs 1); none without members."""
+    chosen = {n: weights.get(n, 1.0) for n in members}
+    return normalized(chosen) if chosen else {}
+
+
+def _with_say(shares: Mapping[str, float]) -> list[str]:
+    return [n for n, share in shares.items() if share >= MIN_SAY]
+
+
 @dataclass(frozen=True)
 class Fusion:
     """The ensemble's fitted parameters (from the manifest)."""
@@ -66,10 +76,12 @@ class Fusion:
         return per_model, sum(w[n] * p for n, p in per_model.items())
 
     def class_shares(self, classifiers: Iterable[str]) -> dict[str, float]:
-        """Each classifier's share of the ensemble's probabilities (an unfitted member weighs 1); none for a
-        segment-only ensemble."""
-        weights = {n: self.class_weights.get(n, 1.0) for n in classifiers}
-        return normalized(weights) if weights else {}
+        """Each classifier's share of the ensemble's probabilities; none for a segment-only ensemble."""
+        return _shares(self.class_weights, classifiers)
+
+    def seg_shares(self, segmenters: Iterable[str]) -> dict[str, float]:
+        """Each segmenter's share of the lesion probability."""
+        return _shares(self.seg_weights, segmenters)
 
     def voters(self, classifiers: Iterable[str]) -> list[str]:
         """The classifiers with a say: at least ``MIN_SAY`` of the ensemble's weight.
@@ -77,16 +89,11 @@ class Fusion:
         A member under that share moves no ensemble probability by more than 0.05, so its dissent alone is
         no reason to flag a scan (calibration gave the from-scratch ResNet-18 0.02).
         """
-        return [n for n, share in self.class_shares(classifiers).items() if share >= MIN_SAY]
-
-    def seg_shares(self, segmenters: Iterable[str]) -> dict[str, float]:
-        """Each segmenter's share of the lesion probability (an unfitted member weighs 1)."""
-        weights = {n: self.seg_weights.get(n, 1.0) for n in segmenters}
-        return normalized(weights) if weights else {}
+        return _with_say(self.class_shares(classifiers))
 
     def seg_voters(self, segmenters: Iterable[str]) -> list[str]:
         """The segmenters with a say, by the classifiers' rule (calibration gave SegFormer-B0 0)."""
-        return [n for n, share in self.seg_shares(segmenters).items() if share >= MIN_SAY]
+        return _with_say(self.seg_shares(segmenters))
 
     def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The weighted mean lesion probability (maps must share one shape)."""

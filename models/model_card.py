@@ -13,6 +13,13 @@ def _iv(d: dict | None) -> str:
     return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d else "—"
 
 
+def _fine_tuned_from(config: dict) -> str:
+    """For a model fine-tuned from earlier shipped weights (``--init shipped``): which ones."""
+    if "init_sha256" not in config:
+        return ""
+    return f"; fine-tuned from the weights with sha256 `{config['init_sha256'][:12]}`, trained by `{config['init_command']}`"
+
+
 def render(folder: Path = WEIGHTS_DIR) -> str:
     manifest = Manifest.read(folder)
     metrics_path = folder / "metrics.json"
@@ -39,13 +46,8 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
               "input size (segmenters). Temperatures, ensemble weights and the mask threshold are fitted on the "
               "validation split (`python -m models.calibrate`): " + json.dumps(
                   {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold") if k in fitted}), ""]
-    def origin(config: dict) -> str:  # a fine-tuned model: the shipped weights it started from
-        if "init_sha256" not in config:
-            return ""
-        return f"; fine-tuned from the weights with sha256 `{config['init_sha256'][:12]}`, trained by `{config['init_command']}`"
-
     trained = [f"- `{n}`: `{m['command']}` ({m['train_config'].get('device', '?')}, best epoch {m['best_epoch']}"
-               f"{origin(m['train_config'])})" for n, m in manifest.models.items()]
+               f"{_fine_tuned_from(m['train_config'])})" for n, m in manifest.models.items()]
     lines += ["## Training", "", *trained, "",
               "Each command resumes where it stopped (`runs/<model>/`, not in git). Whether corrected exports improve "
               "a model, measured on real data: `reports/correction_loop.md`.", ""]

@@ -25,8 +25,7 @@ def main() -> int:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    # a fresh server folder each run (exports, TMPDIR), removed afterwards; REPO/out/screenshot made a
-    # second run, or one in a clone without out/, fail
+    # the server's exports and TMPDIR go to a fresh folder, removed afterwards, so that any clone can rerun this
     with tempfile.TemporaryDirectory(prefix="sonomark-screenshot-") as root, \
             running_app(Path(root), shipped=True) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

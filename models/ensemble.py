@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -117,8 +118,12 @@ class CasePredictions:
     groups: tuple[str, ...]
     labels: np.ndarray  # index into CLASSES
     logits: dict[str, np.ndarray]  # classifier -> (N, classes)
-    seg_probs: dict[str, np.ndarray]  # segmenter -> (N, S, S)
-    masks: np.ndarray  # (N, S, S) ground truth at the segmenters' size
+    seg_probs: dict[str, np.ndarray]  # segmenter -> (N, S, S), S the largest segmenter input size
+    masks: np.ndarray  # (N, S, S) ground truth at that size
+
+
+def _resized(maps: np.ndarray, size: int) -> np.ndarray:
+    return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps]) if len(maps) else maps
 
 
 def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, device: str = "cpu",
@@ -136,9 +141,10 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
         arrays = by_size[spec.input_size]
         out = run_model(manifest.load(name, device), spec, arrays.images, device=device)
         (logits if spec.task == "classify" else seg)[name] = out
-    sizes = {get_spec(n).input_size for n in seg}
-    if len(sizes) > 1:
-        raise ValueError(f"segmenters have input sizes {sorted(sizes)}; fusion needs one common size")
     first = next(iter(by_size.values())) if by_size else decode_cases(cases, 224, groups, progress=progress)
-    masks = by_size[sizes.pop()].masks if sizes else first.masks
+    masks = first.masks
+    if seg:  # fused at the largest segmenter's size, each map resized as the analysis resizes it to the scan's
+        size = max(get_spec(n).input_size for n in seg)
+        masks = by_size[size].masks
+        seg = {n: p if p.shape[-1] == size else _resized(p, size) for n, p in seg.items()}
     return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks)

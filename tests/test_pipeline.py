@@ -117,6 +117,38 @@ def test_calibrate_then_evaluate(world):
     assert {png.name: png.read_bytes() for png in (wdir / "plots").glob("*.png")} == shipped_report  # test report kept
 
 
+def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, monkeypatch):
+    """Calibration and evaluation fuse maps as the analysis does: each resized, here to the largest input."""
+    import dataclasses
+
+    import cv2
+    from models import zoo
+    from models.ensemble import predict_cases, run_model
+    from models.preprocess import decode_cases
+    from models.splits import load_verified
+    _, data, split_path, _, wdir = world
+    split, cases = load_verified(data, split_path)
+    val = split.select(cases, "val")
+    model = weights.Manifest.read(wdir).load("unet_lite0")
+    specs = {n: dataclasses.replace(get_spec("unet_lite0"), name=n, input_size=s) for n, s in (("small", 64), ("big", 96))}
+
+    class TwoSizes:
+        def shipped(self):
+            return ["small", "big"]
+
+        def load(self, name, device="cpu"):
+            return model
+
+    monkeypatch.setattr(zoo, "get_spec", specs.__getitem__)
+    preds = predict_cases(TwoSizes(), val, split.groups, progress=False)
+    assert preds.masks.shape == (len(val), 96, 96)
+    assert {p.shape for p in preds.seg_probs.values()} == {(len(val), 96, 96)}
+    small = run_model(model, specs["small"], decode_cases(val, 64, split.groups, progress=False).images)
+    expected = cv2.resize(small[0], (96, 96), interpolation=cv2.INTER_LINEAR)
+    assert preds.seg_probs["small"][0] == pytest.approx(expected, abs=1e-6)
+    assert preds.masks.sum() == decode_cases(val, 96, split.groups, progress=False).masks.sum()
+
+
 def test_temperature_fit_recovers_a_known_temperature():
     rng = np.random.default_rng(0)
     true_logits = rng.normal(0, 2, (4000, 3))

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from scipy.special import expit
@@ -23,7 +22,7 @@ from .explain import Heatmap, explain
 from .measure import Measurements, measure
 from .metrics import dice_iou
 from .postprocess import clean_mask
-from .preprocess import to_input
+from .preprocess import resize_map, to_input
 from .runtime import Runner, check_backend, make_runner
 from .scan import Scan
 from .weights import WEIGHTS_DIR, Manifest
@@ -141,7 +140,7 @@ class Analyzer:
         probs = fused[0]
         maps = {}
         for n in self.segmenters:
-            maps[n] = cv2.resize(self._raw(n, inputs), (w, h), interpolation=cv2.INTER_LINEAR)
+            maps[n] = resize_map(self._raw(n, inputs), (h, w))
             clock.lap(f"model {n}")
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
         clock.lap("fusion")

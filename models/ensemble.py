@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from .preprocess import normalize
+from .preprocess import normalize, resize_map
 from .zoo import ModelSpec
 
 
@@ -122,10 +121,6 @@ class CasePredictions:
     masks: np.ndarray  # (N, S, S) ground truth at that size
 
 
-def _resized(maps: np.ndarray, size: int) -> np.ndarray:
-    return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps]) if len(maps) else maps
-
-
 def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, device: str = "cpu",
                   progress: bool = True) -> CasePredictions:
     """Run every model of ``manifest`` over ``cases`` (each scan decoded once per input size)."""
@@ -146,5 +141,6 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
     if seg:  # fused at the largest segmenter's size, each map resized as the analysis resizes it to the scan's
         size = max(get_spec(n).input_size for n in seg)
         masks = by_size[size].masks
-        seg = {n: p if p.shape[-1] == size else _resized(p, size) for n, p in seg.items()}
+        seg = {n: np.stack([resize_map(m, (size, size)) for m in p]) if len(p) and p.shape[-1] != size else p
+               for n, p in seg.items()}
     return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks)

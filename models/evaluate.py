@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .data.images import load_gray, load_mask
@@ -25,6 +24,7 @@ from .ensemble import CasePredictions, Fusion, predict_cases
 from .metrics import (ClassificationMetrics, SegmentationMetrics, classification_metrics, dice_iou,
                       segmentation_metrics)
 from .overlay import overlay_mask
+from .preprocess import resize_map
 from .splits import DEFAULT_SPLIT, SPLITS, load_verified
 from .weights import WEIGHTS_DIR, Manifest
 
@@ -58,10 +58,6 @@ class DatasetEvaluation:
         return out
 
 
-def _full_size(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(prob.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
 def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, split: str, fingerprint: str,
                      n_boot: int = 1000, seg_threshold_per_model: float = 0.5) -> DatasetEvaluation:
     y = [CLASSES[k] for k in preds.labels]
@@ -78,7 +74,7 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
         maps = {**preds.seg_probs, ENSEMBLE: fusion.segment(preds.seg_probs)}
         for name, prob in maps.items():
             t = fusion.threshold if name == ENSEMBLE else seg_threshold_per_model
-            masks = [_full_size(p, m.shape) > t for p, m in zip(prob, truths)]
+            masks = [resize_map(p, m.shape) > t for p, m in zip(prob, truths)]
             seg[name] = segmentation_metrics(masks, truths, groups=groups, n_boot=n_boot)
     return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg)
 
@@ -94,7 +90,7 @@ def worst_cases(cases: list[Case], preds: CasePredictions, fusion: Fusion, n: in
         if not preds.masks[i].any():
             continue
         truth = load_mask(case.mask_paths, load_gray(case.image_path).shape)
-        scored.append((dice_iou(_full_size(fused[i], truth.shape) > fusion.threshold, truth)[0], i))
+        scored.append((dice_iou(resize_map(fused[i], truth.shape) > fusion.threshold, truth)[0], i))
     return sorted(scored)[:n]
 
 
@@ -112,7 +108,7 @@ def worst_gallery(cases: list[Case], preds: CasePredictions, fusion: Fusion, tit
     for ax, (dice, i) in zip(axes.flat, worst):
         scan = load_gray(cases[i].image_path)
         truth = load_mask(cases[i].mask_paths, scan.shape)
-        pred = _full_size(fused[i], scan.shape) > fusion.threshold
+        pred = resize_map(fused[i], scan.shape) > fusion.threshold
         shown = overlay_mask(overlay_mask(scan, truth, (0, 200, 0), alpha=0), pred, (230, 40, 40), alpha=0.25)
         ax.imshow(shown)
         ax.set_title(f"{cases[i].case_id}\nDice {dice:.2f}" + ("" if pred.any() else " (no mask)"), fontsize=7)

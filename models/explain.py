@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
@@ -15,7 +14,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from .preprocess import to_input
+from .preprocess import resize_map, to_input
 from .zoo import ModelSpec
 
 # Gradient-based or one-pass methods only: ScoreCAM/AblationCAM cost a forward pass per channel.
@@ -49,7 +48,7 @@ def explain(model: nn.Module, spec: ModelSpec, gray: np.ndarray, target_class: s
         with CAM_METHODS[method](model=model, target_layers=[model.get_submodule(spec.cam_layer)]) as cam:
             grayscale = cam(input_tensor=x, targets=[ClassifierOutputTarget(idx)])[0]
     grayscale = np.nan_to_num(grayscale.astype(np.float32))
-    full = cv2.resize(grayscale, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+    full = resize_map(grayscale, gray.shape[:2])
     return Heatmap(spec.name, method, target_class, np.clip(full, 0, 1))
 
 

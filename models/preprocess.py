@@ -27,6 +27,12 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
+def resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A model's float map (lesion probability, CAM) at ``shape`` ``(H, W)``, linearly interpolated: the one
+    resize behind the analysis, evaluation, calibration and heatmaps."""
+    return cv2.resize(values.astype(np.float32, copy=False), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def normalize(batch_uint8: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """``(B, H, W)`` or ``(B, 1, H, W)`` uint8 scans to the model's normalized ``(B, 3, H, W)`` float input."""
     x = batch_uint8.float().div_(255.0)

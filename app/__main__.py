@@ -1,7 +1,10 @@
-"""``python -m app`` (or ``python app/__main__.py``, as a Hugging Face Space runs it): the app.
+"""``sonomark app`` (or ``python -m app``, or ``python app/__main__.py`` as a Hugging Face Space runs
+it): the review app.
 
-Serves on http://127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise.
+Serves on http://127.0.0.1:7860 unless --host / --port (or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
+say otherwise.
 """
+import argparse
 import os
 import signal
 import sys
@@ -16,8 +19,20 @@ if not __package__:
 
 from app.ui import build, launch  # noqa: E402  (analytics must be off before gradio is imported)
 
-if __name__ == "__main__":
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sonomark app", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                    help="address to serve on (default: %(default)s; 0.0.0.0 serves the network)")
+    ap.add_argument("--port", type=int, default=None,
+                    help="port (default: GRADIO_SERVER_PORT, else the first free one from 7860, as Gradio picks)")
+    args = ap.parse_args(argv)
     # A stop request (a Space restarting, `kill`) exits through Python, so that the visitors'
     # session folders are deleted (review.sessions_root) rather than left on disk.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    launch(build(), server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    launch(build(), server_name=args.host, server_port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

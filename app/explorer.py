@@ -13,8 +13,8 @@ import numpy as np
 
 from models.data import CLASSES, DEFAULT_DATA_DIR, Case, read_datasets
 from models.data.images import load_gray, load_mask
-from models.overlay import overlay_mask
-from models.splits import DEFAULT_SPLIT, SPLITS, Split, load_split
+from models.data.splits import DEFAULT_SPLIT, SPLITS, Split, load_split
+from models.inference.overlay import overlay_mask
 
 ALL = "all"
 EXCLUDED = "excluded"

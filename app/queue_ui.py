@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from models.review_queue import ReviewQueue
+from models.annotation.review_queue import ReviewQueue
 
 from . import review
 

@@ -7,6 +7,7 @@ are deleted with the session.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import tempfile
@@ -17,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models import editing, export
-from models.analysis import Analysis, Analyzer
+from models.annotation import editing, export
 from models.data import CLASSES
-from models.explain import heatmap_overlay
-from models.overlay import overlay_mask
-from models.scan import Scan, ScanError, read_scan
+from models.inference.analysis import Analysis, Analyzer
+from models.inference.explain import heatmap_overlay
+from models.inference.overlay import overlay_mask
+from models.inference.scan import Scan, ScanError, read_scan
 from models.weights import WEIGHTS_DIR, Manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,15 +62,30 @@ def sessions_root() -> Path:
     return root
 
 
-def new_session(public: bool | None = None) -> ReviewSession:
-    workspace = Path(tempfile.mkdtemp(prefix="session-", dir=sessions_root()))
+def _workspace_prefix(owner: str | None) -> str:
+    # The owner (Gradio's session hash) is hashed into the folder name, so that the end of a browser session
+    # finds its workspaces without a registry, and no visitor-supplied text becomes a path.
+    return f"session-{hashlib.sha256(owner.encode()).hexdigest()[:16]}-" if owner else "session-"
+
+
+def new_session(public: bool | None = None, owner: str | None = None) -> ReviewSession:
+    workspace = Path(tempfile.mkdtemp(prefix=_workspace_prefix(owner), dir=sessions_root()))
     public = is_public() if public is None else public
     return ReviewSession(workspace, workspace / "exports" if public else local_export_dir())
 
 
 def close_session(session: ReviewSession | None) -> None:
+    """Gradio's delete_callback for the session state (expired or evicted state)."""
     if session is not None:
         shutil.rmtree(session.workspace, ignore_errors=True)
+
+
+def end_browser_session(owner: str | None) -> None:
+    """The browser session ``owner`` ended (tab closed or reloaded): delete its workspaces now. Gradio keeps a
+    closed session's state, and so would keep the visitor's scans, for an hour."""
+    if owner:
+        for workspace in sessions_root().glob(_workspace_prefix(owner) + "*"):
+            shutil.rmtree(workspace, ignore_errors=True)
 
 
 @lru_cache(maxsize=2)
@@ -140,10 +156,12 @@ def summary(a: Analysis) -> dict:
             "model_versions": a.model_versions}
 
 
-def open_scan(path: str | None, session: ReviewSession | None) -> ReviewSession:
+def open_scan(path: str | None, session: ReviewSession | None, owner: str | None = None) -> ReviewSession:
+    """Read and analyse the scan at ``path`` in ``session`` (a new one, owned by browser session ``owner``, if
+    there is none yet)."""
     if not path:
         raise ReviewError("Upload a scan or pick an example first.")
-    session = session or new_session()
+    session = session or new_session(owner=owner)
     try:
         scan = read_scan(path)
     except ScanError as exc:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from models import editing
+from models.annotation import editing
 from models.data import CLASSES, DEFAULT_DATA_DIR
-from models.explain import CAM_METHODS
+from models.inference.explain import CAM_METHODS
 
-from . import explorer, review
-from . import queue_ui
+from . import explorer, queue_ui, review
 
 DISCLAIMER = ("SonoMark is research software, **not a medical device**: it must not be used to diagnose "
               "or to decide on treatment.")
@@ -31,9 +30,17 @@ def _shown(fn):
     return wrapper
 
 
+def _owner(request: gr.Request | None) -> str | None:
+    return request.session_hash if request is not None else None
+
+
+def _end_session(request: gr.Request) -> None:
+    review.end_browser_session(_owner(request))
+
+
 @_shown
-def analyze(path, session, fill, contour, opacity):
-    session = review.open_scan(path, session)
+def analyze(path, session, fill, contour, opacity, request: gr.Request):
+    session = review.open_scan(path, session, _owner(request))
     a = session.analysis
     return (session, review.verdict_markdown(a), review.per_model_rows(a), session.scan.display,
             review.mask_view(session, fill, contour, opacity), review.measurements_markdown(a, session.scan),
@@ -125,8 +132,8 @@ def queue_tab(tabs: gr.Tabs, session: gr.State, view_inputs: list, review_output
         return queue_ui.status(q)
 
     @_shown
-    def do_review(q, s, *view):
-        return (*analyze(queue_ui.current_path(q), s, *view), gr.Tabs(selected="review"))
+    def do_review(q, s, fill, contour, opacity, request: gr.Request):
+        return (*analyze(queue_ui.current_path(q), s, fill, contour, opacity, request), gr.Tabs(selected="review"))
 
     open_btn.click(do_open, folder, [queue, progress, table], api_visibility="private")
     timer.tick(queue_ui.status, queue, [progress, table], api_visibility="private", show_progress="hidden")
@@ -184,9 +191,10 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
                     queue_tab(tabs, session, view_inputs, review_outputs)
             with gr.Tab("Ground truth", id="truth"):
                 explorer_tab(demo, data_dir)
+        demo.unload(_end_session)
     return demo
 
 
-def launch(demo: gr.Blocks, server_name: str = "127.0.0.1") -> None:
+def launch(demo: gr.Blocks, server_name: str = "127.0.0.1", server_port: int | None = None) -> None:
     threading.Thread(target=review.warm_up, name="warm-up", daemon=True).start()
-    demo.launch(server_name=server_name, max_file_size=MAX_UPLOAD, show_error=True)
+    demo.launch(server_name=server_name, server_port=server_port, max_file_size=MAX_UPLOAD, show_error=True)

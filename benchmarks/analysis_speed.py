@@ -2,8 +2,8 @@
 
     python benchmarks/analysis_speed.py [--repeats 20] [--cam]
 
-Engine: ``models.analysis.Analyzer`` (decode once, preprocessing shared between models of one input
-size, every network run by ONNX Runtime through ``models.runtime``).
+Engine: ``models.inference.analysis.Analyzer`` (decode once, preprocessing shared between models of one input
+size, every network run by ONNX Runtime through ``models.inference.runtime``).
 Naive baseline: every model on its own, as a first script would: decode the file with PIL,
 resize and normalize with torchvision, forward under ``torch.no_grad``, upsample its own output;
 then average, threshold, clean and measure. The two alternate scan by scan, so load on the machine
@@ -33,10 +33,10 @@ from torchvision.transforms import functional as TF
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from models.analysis import Analyzer  # noqa: E402
-from models.measure import measure  # noqa: E402
-from models.postprocess import clean_mask  # noqa: E402
-from models.scan import read_scan  # noqa: E402
+from models.inference.analysis import Analyzer  # noqa: E402
+from models.inference.measure import measure  # noqa: E402
+from models.inference.postprocess import clean_mask  # noqa: E402
+from models.inference.scan import read_scan  # noqa: E402
 from models.weights import WEIGHTS_DIR, Manifest, ship  # noqa: E402
 from models.zoo import REGISTRY, build_model, get_spec  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Training speed per registered model on this machine: images/s of a training step at the model's
 input size in three modes, measured in one process so the ratios are comparable: plain fp32 (the
-baseline), fp32 in channels_last memory format (what ``models.train`` uses), and bf16 autocast.
+baseline), fp32 in channels_last memory format (what ``models.training.train`` uses), and bf16 autocast.
 
     python benchmarks/train_speed.py [--models NAME...] [--steps 5] [--batch-size 16]
 

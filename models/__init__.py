@@ -1,10 +1,15 @@
-"""SonoMark's library: data, models, training, evaluation and analysis.
+"""SonoMark's library, one folder per pipeline stage; imports point down this list only
+(``tests/test_layout.py`` keeps it so):
 
-Pipeline stages, one module or package each:
-- ``models.data``: dataset readers (BUSI, BUS-BRA, SonoMark exports) producing ``Case`` records.
-- ``models.survey``: one decoding pass over cases (pixel hashes, perceptual hashes, mask facts).
-- ``models.audit``: the data audit report (``python -m models.audit``).
-- ``models.grouping``: near-duplicate and patient groups.
-- ``models.splits``: the grouped, fixed train/validation/test split (``python -m models.splits``).
-- ``models.metrics``: classification and segmentation metrics with group-bootstrap intervals.
+- ``models.cli``: the ``sonomark`` command line (``python -m models``).
+- ``models.annotation`` / ``models.training``: correcting and exporting cases; training,
+  calibration, evaluation, metrics and the model card.
+- ``models.inference``: reading a user's scan, running and fusing the models, measurements,
+  Grad-CAM, batch pre-annotation.
+- ``models.zoo``, ``models.preprocess``, ``models.weights``: what a model is (the registry), its
+  input, and its shipped weights with their manifest.
+- ``models.data``: dataset readers, the export layout, survey, near-duplicate grouping, the fixed
+  split and the data audit.
+
+The Gradio app (``app/``) sits between the command line and the stages it calls.
 """

@@ -5,8 +5,8 @@ its calibration (temperature), its validation score, and the training command; a
 ensemble, the combination weights and the segmentation threshold fitted on validation.
 Loading verifies every checksum and that the registry still describes the weights.
 
-    python -m models.weights ship NAME...   # export runs/NAME/best.pt if it beats the shipped one
-    python -m models.weights verify         # check every file against the manifest
+    sonomark ship NAME...   # export runs/NAME/best.pt if it beats the shipped one
+    sonomark verify         # check every file against the manifest
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .data.paths import REPO
 from .zoo import REGISTRY, ModelSpec, build_model, get_spec
 
-REPO = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = Path(os.environ.get("SONOMARK_WEIGHTS", REPO / "weights"))
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -78,6 +77,14 @@ class Manifest:
     def ensemble(self) -> dict:
         return self.data.setdefault("ensemble", {})
 
+    def identity(self) -> dict:
+        """What a set of results was computed with: each shipped file's sha256 and a digest of the calibration
+        (temperatures, ensemble weights, threshold). Metrics record it; a test compares it with the manifest."""
+        calibration = {"temperatures": {n: m.get("temperature") for n, m in sorted(self.models.items())},
+                       "ensemble": self.ensemble.get("fitted")}
+        digest = hashlib.sha256(json.dumps(calibration, sort_keys=True).encode()).hexdigest()
+        return {"models": {n: self.models[n]["sha256"] for n in sorted(self.models)}, "calibration_sha256": digest}
+
     def shipped(self, task: str | None = None) -> list[str]:
         return [n for n, m in self.models.items() if task in (None, m["task"])]
 
@@ -111,8 +118,8 @@ class Manifest:
 
 
 def training_command(name: str, config: dict) -> str:
-    """The ``models.train`` command that reproduces a run, from its recorded configuration."""
-    parts = [f"python -m models.train --models {name}"]
+    """The ``models.training.train`` command that reproduces a run, from its recorded configuration."""
+    parts = [f"sonomark train --models {name}"]
     flags = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "patience": "--patience", "seed": "--seed"}
     parts += [f"{flag} {config[key]}" for key, flag in flags.items() if key in config]
     if config.get("init", "default") != "default":
@@ -126,7 +133,7 @@ def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False,
     """Export ``runs/<name>/best.pt`` to fp16 safetensors if its validation score beats the shipped one."""
     best = Path(runs) / name / "best.pt"
     if not best.is_file():
-        raise FileNotFoundError(f"{best}: no trained checkpoint; run `python -m models.train --models {name}` first")
+        raise FileNotFoundError(f"{best}: no trained checkpoint; run `sonomark train --models {name}` first")
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     manifest = Manifest.read(folder)
     old = manifest.models.get(name)
@@ -155,19 +162,21 @@ def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False,
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.weights", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("ship")
-    s.add_argument("names", nargs="+", choices=list(REGISTRY))
-    s.add_argument("--runs", type=Path, default=Path(os.environ.get("SONOMARK_RUNS", REPO / "runs")))
-    s.add_argument("--force", action="store_true", help="ship even if it does not beat the shipped weights")
-    sub.add_parser("verify")
+def ship_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sonomark ship", description=ship.__doc__.split("\n")[0])
+    ap.add_argument("names", nargs="+", choices=list(REGISTRY))
+    ap.add_argument("--runs", type=Path, default=Path(os.environ.get("SONOMARK_RUNS", REPO / "runs")))
+    ap.add_argument("--force", action="store_true", help="ship even if it does not beat the shipped weights")
     args = ap.parse_args(argv)
-    if args.command == "ship":
-        for name in args.names:
-            ship(name, args.runs, force=args.force)
-        return 0
+    for name in args.names:
+        ship(name, args.runs, force=args.force)
+    return 0
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sonomark verify", description="Check every shipped weights file against "
+                                 "the manifest's checksum and size.")
+    ap.parse_args(argv)
     manifest = Manifest.read()
     total = 0
     for name in manifest.shipped():
@@ -176,7 +185,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {path.name} ok")
     print(f"{len(manifest.shipped())} models, {total / 1e6:.1f} MB")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

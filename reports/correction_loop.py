@@ -5,11 +5,11 @@
 The scenario is a new site. A base U-Net is trained on BUS-BRA alone; BUSI plays the new
 hospital. The base model pre-annotates ``--n`` BUSI train scans with a lesion (a seeded random
 sample); a simulated annotator corrects each mask to BUSI's reference mask and saves the case
-through ``models.export``, exactly as the app's *Save case* does (the model's mask is kept beside
+through ``models.annotation.export``, exactly as the app's *Save case* does (the model's mask is kept beside
 it, with Dice(model, final)). Then, from the base weights and with the same settings:
 
 - **control**: fine-tuned on BUS-BRA train alone (the gain from more training, no corrections);
-- **corrected**: fine-tuned on BUS-BRA train plus the export folder (``models.train --data``).
+- **corrected**: fine-tuned on BUS-BRA train plus the export folder (``models.training.train --data``).
 
 All three are measured on the validation splits of BUSI (the new site; none of its scans was
 trained on or used for selection, since early stopping watches BUS-BRA validation) and BUS-BRA
@@ -27,12 +27,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from models import evaluate, export, train, weights  # noqa: E402
-from models.analysis import Analyzer  # noqa: E402
+from models import weights  # noqa: E402
+from models.annotation import export
 from models.data import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.images import load_mask  # noqa: E402
-from models.scan import read_scan  # noqa: E402
-from models.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
+from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
+from models.inference.analysis import Analyzer  # noqa: E402
+from models.inference.scan import read_scan  # noqa: E402
+from models.training import evaluate, train
 
 MODEL = "unet_lite0"
 BUSI, BUSBRA = "Dataset_BUSI_with_GT", "BUSBRA"
@@ -44,7 +46,7 @@ def run_train(data: list[Path], split: Path, runs: Path, epochs: int, lr: float 
             "--epochs", str(epochs), "--quiet"]
     argv += ["--lr", str(lr)] if lr else []
     argv += ["--init", str(init)] if init else []
-    print("python -m models.train " + " ".join(argv), flush=True)
+    print("sonomark train " + " ".join(argv), flush=True)
     train.main(argv)
     return runs / MODEL / "best.pt"
 
@@ -87,7 +89,7 @@ def report(result: dict, path: Path) -> None:
              f"- Base: U-Net (EfficientNet-Lite0 encoder, ImageNet) trained on BUS-BRA train only, "
              f"{result['base_epochs']} epochs.",
              f"- Corrections: {result['n']} BUSI train lesion scans pre-annotated by the base model and saved through "
-             f"`models.export` with BUSI's reference mask; Dice(model mask, corrected mask): mean "
+             f"`models.annotation.export` with BUSI's reference mask; Dice(model mask, corrected mask): mean "
              f"{result['correction_dice_mean']:.3f}, i.e. the annotator had real work to do.",
              f"- Control and corrected: {result['tune_epochs']} fine-tuning epochs from the base at lr {result['tune_lr']}, "
              "on BUS-BRA train, and on BUS-BRA train plus the export folder.", "",

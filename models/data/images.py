@@ -1,4 +1,4 @@
-"""Decoding dataset images and masks into arrays (scans from users are read in ``models.scan``)."""
+"""Decoding dataset images and masks into arrays (scans from users are read in ``models.inference.scan``)."""
 from __future__ import annotations
 
 import hashlib

@@ -13,7 +13,7 @@ class Case:
 
     ``case_id`` is ``"<source>/<name>"`` and unique across sources. ``group_id`` is the
     source's own grouping (a patient for BUS-BRA, the case itself when the source has no
-    patient ids); near-duplicate grouping refines it later (``models.grouping``).
+    patient ids); near-duplicate grouping refines it later (``models.data.grouping``).
     The lesion mask is the union of ``mask_paths``.
     """
 
@@ -63,5 +63,5 @@ class DatasetError(ValueError):
         more = f"\n  ... and {len(self.problems) - 25} more" if len(self.problems) > 25 else ""
         super().__init__(
             f"{root}: {len(self.problems)} problem(s) in the dataset; fix or remove these files "
-            f"(run `python -m models.audit {root}` for the full report):\n{shown}{more}"
+            f"(run `sonomark audit {root}` for the full report):\n{shown}{more}"
         )

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from . import busbra, busi, sonomark
+from .paths import REPO
 from .records import Case, DatasetError, DatasetRead
 
-
 # Where the BUSI and BUS-BRA releases live unless a command is given another folder.
-DEFAULT_DATA_DIR = Path(os.environ.get("SONOMARK_DATA", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
+DEFAULT_DATA_DIR = Path(os.environ.get("SONOMARK_DATA", REPO.parent / "shared" / "datasets"))
 
 
 @dataclass(frozen=True)

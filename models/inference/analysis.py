@@ -1,0 +1,195 @@
+"""The analysis engine: one call on one scan gives everything the UI and the CLI show.
+
+Models load once, lazily, from the shipped weights (checksums verified), and run through
+``models.inference.runtime`` (ONNX Runtime on the CPU); the scan is resized once per input size, not once per
+model. Grad-CAM heatmaps are not part of ``analyze``: they are computed on demand by
+``Analyzer.explain``, on the PyTorch model.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import expit
+
+from models.data.masks import dice_iou
+from models.data.records import CLASSES
+from models.inference.ensemble import Fusion
+from models.inference.explain import Heatmap, explain
+from models.inference.measure import Measurements, measure
+from models.inference.postprocess import clean_mask
+from models.inference.runtime import Runner, check_backend, make_runner
+from models.inference.scan import Scan
+from models.preprocess import resize_map, to_input
+from models.weights import WEIGHTS_DIR, Manifest
+from models.zoo import get_spec
+
+# When to ask a person to look: the ensemble is unsure, or its members disagree.
+MIN_CONFIDENCE = 0.6
+MIN_SEGMENTER_AGREEMENT = 0.7  # mean pairwise Dice of the masks of the segmenters with a say
+
+
+@dataclass(frozen=True)
+class Analysis:
+    scan_name: str
+    scan_sha256: str
+    label: str  # the ensemble's most probable class
+    probabilities: dict[str, float]  # ensemble, calibrated
+    per_model: dict[str, dict[str, float]]  # classifier -> calibrated probabilities
+    uncertainty: float  # normalized entropy of the ensemble probabilities, 0 (sure) to 1
+    review: bool
+    review_reasons: tuple[str, ...]
+    mask: np.ndarray = field(repr=False)  # (H, W) bool, cleaned ensemble mask at the scan's size
+    lesion_probability: np.ndarray = field(repr=False)  # (H, W) float32 ensemble map
+    segmenter_maps: dict[str, np.ndarray] = field(repr=False)  # segmenter -> (H, W) float32
+    measurements: Measurements | None
+    threshold: float
+    model_versions: dict[str, str]  # model -> first 12 hex of its weights' sha256
+
+
+def review_reasons(probs: np.ndarray, votes: dict[str, str], segmenter_masks: list[np.ndarray],
+                   mask: np.ndarray | None) -> list[str]:
+    """Why a person should look at this scan (none: no review needed).
+
+    ``probs``: the ensemble's calibrated probabilities in ``CLASSES`` order; ``votes``: the class each
+    classifier with a say picks; ``segmenter_masks``: the thresholded maps of the segmenters with a
+    say; ``mask``: the ensemble's cleaned lesion mask, or None when no segmenter is shipped.
+    """
+    label = CLASSES[int(np.argmax(probs))]
+    reasons = []
+    if len(set(votes.values())) > 1:
+        reasons.append("classifiers disagree: " + ", ".join(f"{n} says {v}" for n, v in votes.items()))
+    if probs.max() < MIN_CONFIDENCE:
+        reasons.append(f"ensemble unsure: top probability {probs.max():.2f} < {MIN_CONFIDENCE}")
+    if len(segmenter_masks) > 1:
+        pairs = [dice_iou(a, b)[0] for i, a in enumerate(segmenter_masks) for b in segmenter_masks[i + 1:]]
+        if np.mean(pairs) < MIN_SEGMENTER_AGREEMENT:
+            reasons.append(f"segmenters disagree: mean pairwise Dice {np.mean(pairs):.2f} < {MIN_SEGMENTER_AGREEMENT}")
+    if mask is not None and label == "normal" and mask.any():
+        reasons.append("called normal, yet a lesion is segmented")
+    elif mask is not None and label != "normal" and not mask.any():
+        reasons.append(f"called {label}, yet no lesion is segmented")
+    return reasons
+
+
+class _Clock:
+    """Seconds since the last lap, into ``timings`` (a no-op when it is None)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings, self.t = timings, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
+            self.t = now
+
+
+class Analyzer:
+    """Loads the shipped ensemble on first use and analyses scans; safe to share between threads."""
+
+    def __init__(self, weights: Path = WEIGHTS_DIR, device: str = "cpu", backend: str | None = None):
+        self.manifest = Manifest.read(weights)
+        if not self.manifest.shipped():
+            raise FileNotFoundError(f"{Path(weights) / 'manifest.json'}: no shipped models; train and ship them first "
+                                    "(see README, 'Models, training and evaluation')")
+        self.device = device
+        self.backend = check_backend(backend, device)
+        self.fusion = Fusion.from_manifest(self.manifest)
+        self._models: dict[str, torch.nn.Module] = {}
+        self._runners: dict[str, Runner] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def classifiers(self) -> list[str]:
+        return self.manifest.shipped("classify")
+
+    @property
+    def segmenters(self) -> list[str]:
+        return self.manifest.shipped("segment")
+
+    def model(self, name: str) -> torch.nn.Module:
+        with self._lock:
+            if name not in self._models:
+                # Built outside inference mode even when first asked for inside it, so that
+                # Grad-CAM can later take gradients through the same parameters.
+                with torch.inference_mode(False):
+                    self._models[name] = self.manifest.load(name, self.device)
+            return self._models[name]
+
+    def runner(self, name: str) -> Runner:
+        with self._lock:
+            if name not in self._runners:
+                self._runners[name] = make_runner(self.model(name), get_spec(name), self.backend, self.device)
+            return self._runners[name]
+
+    def warm_up(self) -> None:
+        """Load every shipped model and prepare its runner now (a few seconds), not at the first scan."""
+        for name in self.classifiers + self.segmenters:
+            self.runner(name)
+
+    def model_versions(self) -> dict[str, str]:
+        return {n: m["sha256"][:12] for n, m in self.manifest.models.items()}
+
+    @staticmethod
+    def _input_key(name: str) -> tuple:
+        spec = get_spec(name)
+        return spec.input_size, spec.mean, spec.std
+
+    def _inputs(self, gray: np.ndarray) -> dict[tuple, np.ndarray]:
+        """The scan prepared once per distinct input size and normalization, shared by the models."""
+        specs = {self._input_key(n): get_spec(n) for n in self.classifiers + self.segmenters}
+        return {key: to_input(gray, spec).numpy() for key, spec in specs.items()}
+
+    def _raw(self, name: str, inputs: dict[tuple, np.ndarray]) -> np.ndarray:
+        """Logits ``(classes,)`` of a classifier or the lesion probabilities ``(S, S)`` of a segmenter."""
+        out = self.runner(name)(inputs[self._input_key(name)])
+        return out[0] if get_spec(name).task == "classify" else expit(out[0, 0]).astype(np.float32)
+
+    def analyze(self, scan: Scan, timings: dict[str, float] | None = None) -> Analysis:
+        """The full analysis of one scan; ``timings``, if given, receives seconds per stage."""
+        clock = _Clock(timings)
+        gray = scan.gray
+        h, w = gray.shape
+        inputs = self._inputs(gray)
+        clock.lap("preprocess")
+        logits = {}
+        for n in self.classifiers:
+            logits[n] = self._raw(n, inputs)[None]
+            clock.lap(f"model {n}")
+        per_model, fused = self.fusion.classify(logits) if logits else ({}, np.full((1, len(CLASSES)), 1 / len(CLASSES)))
+        probs = fused[0]
+        maps = {}
+        for n in self.segmenters:
+            maps[n] = resize_map(self._raw(n, inputs), (h, w))
+            clock.lap(f"model {n}")
+        lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
+        clock.lap("fusion")
+        mask = clean_mask(lesion > self.fusion.threshold)
+        label = CLASSES[int(np.argmax(probs))]
+        entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum() / np.log(len(CLASSES)))
+        # Votes of the members the ensemble listens to: dissent from one that calibration gave (almost) no
+        # weight (worse on validation than the others together) would flag scans without adding a reason to look.
+        votes = {n: CLASSES[int(np.argmax(per_model[n][0]))] for n in self.fusion.voters(per_model)}
+        reasons = review_reasons(probs, votes, [maps[n] > self.fusion.threshold for n in self.fusion.seg_voters(maps)],
+                                 mask if maps else None)
+        measurements = measure(mask, scan.spacing_mm)
+        clock.lap("post-processing")
+        return Analysis(
+            scan_name=scan.name, scan_sha256=scan.sha256, label=label,
+            probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
+            per_model={n: {c: float(v) for c, v in zip(CLASSES, p[0])} for n, p in per_model.items()},
+            uncertainty=entropy, review=bool(reasons), review_reasons=tuple(reasons), mask=mask,
+            lesion_probability=lesion, segmenter_maps=maps, measurements=measurements,
+            threshold=self.fusion.threshold, model_versions=self.model_versions())
+
+    def explain(self, scan: Scan, model: str, target_class: str | None = None, method: str = "Grad-CAM") -> Heatmap:
+        """A Grad-CAM heatmap of one classifier (computed now, not part of ``analyze``)."""
+        if model not in self.classifiers:
+            raise ValueError(f"{model!r} is not a shipped classifier; choose one of {', '.join(self.classifiers)}")
+        with self._lock:  # CAM hooks attach to the shared model; one at a time
+            return explain(self.model(model), get_spec(model), scan.gray, target_class, method)

@@ -1,0 +1,148 @@
+"""Running models and fusing their outputs: the ensemble's arithmetic, shared by calibration,
+evaluation and the analysis engine.
+
+Classifiers: each model's logits are divided by its temperature (fitted on validation), turned
+into probabilities, and averaged with the ensemble's weights. Segmenters: lesion probability maps
+are averaged with their weights and thresholded at the fitted threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.preprocess import normalize, resize_map
+from models.zoo import ModelSpec
+
+ENSEMBLE = "ensemble"  # the fused output's name wherever members and the ensemble are reported side by side
+
+
+@torch.no_grad()
+def run_model(model: nn.Module, spec: ModelSpec, images: np.ndarray, batch_size: int = 16, device: str = "cpu",
+              bf16: bool = False) -> np.ndarray:
+    """Raw outputs for uint8 scans ``(N, S, S)`` at the spec's size: logits ``(N, classes)`` for a
+    classifier, lesion probabilities ``(N, S, S)`` for a segmenter."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device), spec)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            y = model(x).float()
+        out.append((y if spec.task == "classify" else torch.sigmoid(y[:, 0])).cpu().numpy())
+    return np.concatenate(out) if out else np.empty((0,))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def normalized(weights: Mapping[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"ensemble weights {dict(weights)} must have a positive sum")
+    return {k: v / total for k, v in weights.items()}
+
+
+MIN_SAY = 0.05  # the share of its task's weight a member needs for its vote to count (voters, seg_voters)
+
+
+def _shares(weights: Mapping[str, float], members: Iterable[str]) -> dict[str, float]:
+    """Each member's share of its task's weight (an unfitted member weighs 1); none without members."""
+    chosen = {n: weights.get(n, 1.0) for n in members}
+    return normalized(chosen) if chosen else {}
+
+
+def _with_say(shares: Mapping[str, float]) -> list[str]:
+    return [n for n, share in shares.items() if share >= MIN_SAY]
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The ensemble's fitted parameters (from the manifest)."""
+
+    temperatures: dict[str, float]
+    class_weights: dict[str, float]
+    seg_weights: dict[str, float]
+    threshold: float = 0.5
+
+    def classify(self, logits: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-model calibrated probabilities and the weighted ensemble probabilities."""
+        per_model = {n: softmax(l, self.temperatures.get(n, 1.0)) for n, l in logits.items()}
+        w = self.class_shares(per_model)
+        return per_model, sum(w[n] * p for n, p in per_model.items())
+
+    def class_shares(self, classifiers: Iterable[str]) -> dict[str, float]:
+        """Each classifier's share of the ensemble's probabilities; none for a segment-only ensemble."""
+        return _shares(self.class_weights, classifiers)
+
+    def seg_shares(self, segmenters: Iterable[str]) -> dict[str, float]:
+        """Each segmenter's share of the lesion probability."""
+        return _shares(self.seg_weights, segmenters)
+
+    def voters(self, classifiers: Iterable[str]) -> list[str]:
+        """The classifiers with a say: at least ``MIN_SAY`` of the ensemble's weight.
+
+        A member under that share moves no ensemble probability by more than 0.05, so its dissent alone is
+        no reason to flag a scan (calibration gave the from-scratch ResNet-18 0.02).
+        """
+        return _with_say(self.class_shares(classifiers))
+
+    def seg_voters(self, segmenters: Iterable[str]) -> list[str]:
+        """The segmenters with a say, by the classifiers' rule (calibration gave SegFormer-B0 0)."""
+        return _with_say(self.seg_shares(segmenters))
+
+    def segment(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The weighted mean lesion probability (maps must share one shape)."""
+        w = self.seg_shares(probs)
+        return sum(w[n] * p for n, p in probs.items())
+
+    @classmethod
+    def from_manifest(cls, manifest) -> Fusion:
+        fitted = manifest.ensemble.get("fitted", {})
+        return cls(temperatures={n: m.get("temperature", 1.0) for n, m in manifest.models.items()},
+                   class_weights=fitted.get("class_weights", {}), seg_weights=fitted.get("seg_weights", {}),
+                   threshold=fitted.get("threshold", 0.5))
+
+
+@dataclass(frozen=True)
+class CasePredictions:
+    """Every shipped model's raw output on a list of cases (at each model's input size)."""
+
+    case_ids: tuple[str, ...]
+    sources: tuple[str, ...]
+    groups: tuple[str, ...]
+    labels: np.ndarray  # index into CLASSES
+    logits: dict[str, np.ndarray]  # classifier -> (N, classes)
+    seg_probs: dict[str, np.ndarray]  # segmenter -> (N, S, S), S the largest segmenter input size
+    masks: np.ndarray  # (N, S, S) ground truth at that size
+
+
+def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, device: str = "cpu",
+                  progress: bool = True) -> CasePredictions:
+    """Run every model of ``manifest`` over ``cases`` (each scan decoded once per input size)."""
+    from models.preprocess import decode_cases
+    from models.zoo import get_spec
+
+    by_size: dict[int, object] = {}
+    logits, seg = {}, {}
+    for name in manifest.shipped():
+        spec = get_spec(name)
+        if spec.input_size not in by_size:
+            by_size[spec.input_size] = decode_cases(cases, spec.input_size, groups, progress=progress)
+        arrays = by_size[spec.input_size]
+        out = run_model(manifest.load(name, device), spec, arrays.images, device=device)
+        (logits if spec.task == "classify" else seg)[name] = out
+    first = next(iter(by_size.values())) if by_size else decode_cases(cases, 224, groups, progress=progress)
+    masks = first.masks
+    if seg:  # fused at the largest segmenter's size, each map resized as the analysis resizes it to the scan's
+        size = max(get_spec(n).input_size for n in seg)
+        masks = by_size[size].masks
+        seg = {n: np.stack([resize_map(m, (size, size)) for m in p]) if len(p) and p.shape[-1] != size else p
+               for n, p in seg.items()}
+    return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks)

@@ -1,0 +1,219 @@
+"""Reading a user's scan: PNG, JPEG, BMP, TIFF, WebP and DICOM into a typed ``Scan``.
+
+Every way a file can be unusable ends in ``ScanError`` with a ``kind`` and a message a person can
+act on; nothing else escapes. Pixel spacing comes from DICOM's ultrasound region calibration when
+present (else ``PixelSpacing``), so measurements can be given in mm.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # ~6300 x 6300; ultrasound frames are far smaller
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "MPO", "DICOM")
+CM_UNITS = 3  # DICOM PhysicalUnitsXDirection: 3 = cm
+REGION_2D = 1  # DICOM RegionSpatialFormat: 1 = 2D tissue or flow
+
+
+class ScanError(ValueError):
+    """A scan that cannot be read; ``kind`` is one of empty, too_large, not_image, truncated,
+    unsupported, multiframe, compressed_dicom, bad_frame, no_pixels."""
+
+    def __init__(self, kind: str, name: str, message: str):
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{name}: {message}")
+
+
+@dataclass(frozen=True)
+class Scan:
+    name: str  # the file's base name, for display and export
+    gray: np.ndarray  # (H, W) uint8: what the models see
+    display: np.ndarray  # (H, W, 3) uint8 RGB: what the person sees (colour annotations kept)
+    sha256: str  # of the file's bytes
+    format: str  # "PNG", "JPEG", ..., "DICOM"
+    mode: str  # the stored pixel layout, e.g. "L", "RGB", "I;16", "MONOCHROME2 16-bit"
+    spacing_mm: tuple[float, float] | None = None  # (row, column) size of one pixel in mm
+    spacing_source: str | None = None  # "ultrasound region", "PixelSpacing"
+    frame: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.gray.shape  # type: ignore[return-value]
+
+
+def safe_stem(name: str, limit: int = 60) -> str:
+    """A file-name stem with no path, no separators and no leading dot, from any upload name."""
+    stem = Path(str(name).replace("\\", "/")).name
+    stem = stem.rsplit(".", 1)[0] if "." in stem.lstrip(".") else stem
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_.")[:limit]
+    return stem or "scan"
+
+
+def _to_uint8(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Deeper-than-8-bit pixels to uint8: by the stored bit depth when known, else by their own range."""
+    if arr.dtype == np.uint8:
+        return arr
+    a = arr.astype(np.float64)
+    if bits:
+        return np.clip(a * (255.0 / (2 ** bits - 1)), 0, 255).astype(np.uint8)
+    lo, hi = float(a.min()), float(a.max())
+    return ((a - lo) * (255.0 / max(hi - lo, 1e-9))).astype(np.uint8)
+
+
+def _views(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gray, display RGB) from a decoded (H, W) or (H, W, 3) uint8 array."""
+    if arr.ndim == 2:
+        return arr, np.repeat(arr[..., None], 3, axis=2)
+    rgb = arr[..., :3]
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    return gray, rgb
+
+
+def _read_raster(data: bytes, name: str) -> tuple[np.ndarray, str, str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            fmt, mode = im.format or "?", im.mode
+            if fmt not in FORMATS:
+                raise ScanError("unsupported", name, f"{fmt} images are not supported; save it as PNG or JPEG")
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ScanError("too_large", name, f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit; "
+                                                   "downscale the image or crop it to the scan")
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except ScanError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ScanError("too_large", name, f"refused as a decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ScanError("not_image", name, "not an image PNG, JPEG, BMP, TIFF, WebP or DICOM can be read from; "
+                                           "check the file") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ScanError("truncated", name, f"the image data is corrupt or truncated ({exc}); export it again") from exc
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = _to_uint8(np.asarray(im))
+    elif im.mode in ("L", "RGB"):
+        arr = np.asarray(im)
+    elif im.mode in ("1", "LA"):
+        arr = np.asarray(im.convert("L"))
+    else:  # P, PA, RGBA, CMYK, YCbCr: alpha and palettes carry no scan content
+        arr = np.asarray(im.convert("RGB"))
+    if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
+        arr = arr[..., 0]
+    return arr, fmt, mode
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _region_spacing(ds) -> tuple[float, float] | None:
+    regions = [r for r in ds.get("SequenceOfUltrasoundRegions", [])
+               if r.get("RegionSpatialFormat") == REGION_2D and r.get("PhysicalUnitsXDirection") == CM_UNITS
+               and r.get("PhysicalUnitsYDirection") == CM_UNITS and r.get("PhysicalDeltaX") and r.get("PhysicalDeltaY")]
+    if not regions:
+        return None
+    area = lambda r: (r.get("RegionLocationMaxX1", 0) - r.get("RegionLocationMinX0", 0)) * (
+        r.get("RegionLocationMaxY1", 0) - r.get("RegionLocationMinY0", 0))
+    best = max(regions, key=area)
+    return float(best.PhysicalDeltaY) * 10.0, float(best.PhysicalDeltaX) * 10.0
+
+
+def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, str, tuple | None, str | None, int | None]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ScanError("truncated", name, f"the DICOM file cannot be parsed ({exc}); export it again") from exc
+    if "PixelData" not in ds:
+        raise ScanError("no_pixels", name, "the DICOM file holds no image (no PixelData); export the image itself")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * cols > MAX_PIXELS:
+        raise ScanError("too_large", name, f"{cols}x{rows} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1 and frame is None:
+        raise ScanError("multiframe", name, f"a cine loop of {frames} frames; choose the frame to read (0-{frames - 1})")
+    if frame is not None and not 0 <= frame < frames:
+        raise ScanError("bad_frame", name, f"frame {frame} does not exist; this file has frames 0-{frames - 1}")
+    try:
+        arr = ds.pixel_array if frames == 1 else ds.pixel_array[frame]
+    except (RuntimeError, NotImplementedError, ValueError, ImportError) as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "?")
+        text = str(exc).lower()
+        if "decod" in text or "plugin" in text or "missing" in text or "support" in text:
+            raise ScanError("compressed_dicom", name, f"compressed as {getattr(syntax, 'name', syntax)}, for which no "
+                            "decoder is installed; install pylibjpeg with its plugins, or export it uncompressed") from exc
+        raise ScanError("truncated", name, f"the DICOM pixel data cannot be decoded ({exc})") from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    bits = int(ds.get("BitsStored", 8) or 8)
+    if photometric.startswith("MONOCHROME"):
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            arr = _to_uint8(np.asarray(apply_voi_lut(arr, ds), dtype=np.float64))
+        else:
+            arr = _to_uint8(arr, bits if arr.dtype != np.uint8 else None)
+        if photometric == "MONOCHROME1":
+            arr = 255 - arr
+    elif arr.ndim == 3:
+        if photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            arr = convert_color_space(arr, photometric, "RGB")
+        arr = _to_uint8(arr, bits if arr.dtype != np.uint8 else None)
+    else:
+        raise ScanError("unsupported", name, f"photometric interpretation {photometric} is not supported")
+    spacing, source = _region_spacing(ds), "ultrasound region"
+    if spacing is None and "PixelSpacing" in ds:
+        spacing, source = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])), "PixelSpacing"
+    mode = f"{photometric} {bits}-bit"
+    return arr, mode, spacing, source if spacing else None, frame
+
+
+def read_scan(source: str | Path | bytes, name: str | None = None, frame: int | None = None) -> Scan:
+    """Read one scan from a path or bytes. Raises ``ScanError`` (never anything else) for bad input."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or path.name
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ScanError("too_large", name, f"{size / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ScanError("not_image", name, f"cannot be read ({exc.strerror or exc})") from exc
+    else:
+        data, name = bytes(source), name or "upload"
+        if len(data) > MAX_FILE_BYTES:
+            raise ScanError("too_large", name, f"{len(data) / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")
+    name = Path(name).name or "upload"
+    if not data:
+        raise ScanError("empty", name, "the file is empty (0 bytes); upload the scan again")
+    digest = hashlib.sha256(data).hexdigest()
+    if _is_dicom(data):
+        arr, mode, spacing, spacing_source, frame = _read_dicom(data, name, frame)
+        fmt = "DICOM"
+    else:
+        if frame not in (None, 0):
+            raise ScanError("bad_frame", name, f"frame {frame} asked for, but this is a single image")
+        arr, fmt, mode = _read_raster(data, name)
+        spacing = spacing_source = None
+        frame = None
+    if arr.size == 0 or min(arr.shape[:2]) < 8:
+        raise ScanError("no_pixels", name, f"{arr.shape[1] if arr.ndim > 1 else 0}x{arr.shape[0]} pixels is too small "
+                                           "to be a scan")
+    gray, display = _views(np.ascontiguousarray(arr))
+    return Scan(name=name, gray=gray, display=display, sha256=digest, format=fmt, mode=mode,
+                spacing_mm=spacing, spacing_source=spacing_source, frame=frame)

@@ -1,0 +1,105 @@
+"""Fitting the ensemble on the validation split: ``sonomark calibrate [--data DIR...]``.
+
+- a temperature per classifier (minimum validation NLL), so its probabilities are calibrated;
+- the classifiers' combination weights (minimum NLL of the weighted mean of calibrated probabilities);
+- the segmenters' weights and the mask threshold (maximum mean Dice over validation images, where a
+  normal scan scores 1 only when nothing is predicted).
+The results go into ``weights/manifest.json``. The test split is never read.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+
+from models.data.masks import dice_iou
+from models.data.sources import DEFAULT_DATA_DIR
+from models.data.splits import DEFAULT_SPLIT, load_verified
+from models.inference.ensemble import CasePredictions, predict_cases, softmax
+from models.weights import WEIGHTS_DIR, Manifest
+
+THRESHOLDS = np.round(np.arange(0.2, 0.81, 0.05), 2)
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean())
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    res = minimize_scalar(lambda log_t: nll(softmax(logits, float(np.exp(log_t))), y), bounds=(-3, 3), method="bounded")
+    return float(np.exp(res.x))
+
+
+def fit_class_weights(probs: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    names = sorted(probs)
+    if len(names) == 1:
+        return {names[0]: 1.0}
+
+    def loss(z: np.ndarray) -> float:
+        w = np.exp(z) / np.exp(z).sum()
+        return nll(sum(wi * probs[n] for wi, n in zip(w, names)), y)
+
+    z = minimize(loss, np.zeros(len(names)), method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-5}).x
+    w = np.exp(z) / np.exp(z).sum()
+    return {n: round(float(wi), 4) for n, wi in zip(names, w)}
+
+
+def mean_dice(prob: np.ndarray, masks: np.ndarray, threshold: float) -> float:
+    return float(np.mean([dice_iou(p > threshold, m)[0] for p, m in zip(prob, masks)]))
+
+
+def fit_segmentation(probs: Mapping[str, np.ndarray], masks: np.ndarray, step: float = 0.25) -> tuple[dict[str, float], float, float]:
+    """(weights, threshold, validation mean Dice) by grid search over the weight simplex and thresholds."""
+    names = sorted(probs)
+    grid = np.round(np.arange(0, 1 + 1e-9, step), 4)
+    best = (-1.0, {}, 0.5)
+    for combo in itertools.product(grid, repeat=len(names)):
+        if abs(sum(combo) - 1) > 1e-6:
+            continue
+        fused = sum(w * probs[n] for w, n in zip(combo, names))
+        for t in THRESHOLDS:
+            d = mean_dice(fused, masks, t)
+            if d > best[0]:
+                best = (d, dict(zip(names, map(float, combo))), float(t))
+    return best[1], best[2], best[0]
+
+
+def calibrate(manifest: Manifest, preds: CasePredictions, fingerprints: Mapping[str, str]) -> dict:
+    y = preds.labels
+    temps = {n: fit_temperature(l, y) for n, l in preds.logits.items()}
+    for n, t in temps.items():
+        manifest.models[n]["temperature"] = round(t, 4)
+    fitted: dict = {"split": "val", "fingerprints": dict(fingerprints), "n_cases": len(y)}
+    if preds.logits:
+        calibrated = {n: softmax(l, temps[n]) for n, l in preds.logits.items()}
+        fitted["class_weights"] = fit_class_weights(calibrated, y)
+        fitted["val_nll"] = {n: round(nll(p, y), 4) for n, p in calibrated.items()}
+    if preds.seg_probs:
+        weights, threshold, dice = fit_segmentation(preds.seg_probs, preds.masks)
+        fitted.update(seg_weights=weights, threshold=threshold, val_mean_dice=round(dice, 4))
+    manifest.ensemble["fitted"] = fitted
+    manifest.write()
+    return fitted
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sonomark calibrate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="+", type=Path, default=[DEFAULT_DATA_DIR])
+    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    args = ap.parse_args(argv)
+    split, cases = load_verified(args.data, args.split)
+    manifest = Manifest.read(args.weights)
+    if not manifest.shipped():
+        print(f"error: {args.weights / 'manifest.json'} lists no models; ship some first", file=sys.stderr)
+        return 1
+    val = split.select(cases, "val")
+    fitted = calibrate(manifest, predict_cases(manifest, val, split.groups), split.fingerprints)
+    print({k: v for k, v in fitted.items() if k != "fingerprints"})
+    return 0
+

@@ -1,0 +1,253 @@
+"""Evaluation: ``sonomark evaluate [--data DIR...] [--split-name test]``.
+
+Every shipped model and the ensemble, on each dataset's cases of the committed split's test part:
+classification metrics (macro-F1 over the classes the dataset has), and segmentation metrics with
+Dice at the scan's original resolution; 95% intervals resample groups (patients, near-duplicates).
+Writes ``weights/metrics.json`` and PNG plots in ``weights/plots/`` (another split: ``metrics_SPLIT.json``
+and ``plots/SPLIT/``, so the shipped test report is never overwritten); every number names the split
+and the dataset's fingerprint. The plots include a gallery of the lesion images with the lowest Dice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from models.data.images import load_gray, load_mask
+from models.data.masks import dice_iou
+from models.data.records import CLASSES, Case
+from models.data.sources import DEFAULT_DATA_DIR
+from models.data.splits import DEFAULT_SPLIT, SPLITS, load_verified
+from models.inference.ensemble import ENSEMBLE, CasePredictions, Fusion, predict_cases
+from models.inference.overlay import overlay_mask
+from models.preprocess import resize_map
+from models.training.floors import FLOORS
+from models.training.metrics import (
+    ClassificationMetrics,
+    SegmentationMetrics,
+    classification_metrics,
+    segmentation_metrics,
+)
+from models.training.model_card import write as write_card
+from models.weights import WEIGHTS_DIR, Manifest
+
+
+@dataclass(frozen=True)
+class DatasetEvaluation:
+    source: str
+    split: str
+    fingerprint: str
+    n_cases: int
+    classification: dict[str, ClassificationMetrics]  # model name or "ensemble"
+    segmentation: dict[str, SegmentationMetrics]
+    weights: dict = field(default_factory=dict)  # Manifest.identity() of the weights evaluated
+
+    def to_json(self) -> dict:
+        return {"split": self.split, "fingerprint": self.fingerprint, "n_cases": self.n_cases, "weights": self.weights,
+                "classification": {k: v.to_json() for k, v in self.classification.items()},
+                "segmentation": {k: v.to_json() for k, v in self.segmentation.items()}}
+
+    def ensemble_scores(self) -> dict[str, float]:
+        out = {}
+        if ENSEMBLE in self.classification:
+            s = self.classification[ENSEMBLE].scores
+            out |= {k: s[k].value for k in ("macro_f1", "malignant_auc") if k in s}
+        if ENSEMBLE in self.segmentation:
+            out["dice_mean"] = self.segmentation[ENSEMBLE].scores["dice_mean"].value
+        return out
+
+
+def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, split: str, fingerprint: str,
+                     n_boot: int = 1000, seg_threshold_per_model: float = 0.5) -> DatasetEvaluation:
+    y = [CLASSES[k] for k in preds.labels]
+    present = [c for c in CLASSES if c in set(y)]
+    groups = list(preds.groups)
+    cls: dict[str, ClassificationMetrics] = {}
+    if preds.logits:
+        per_model, fused = fusion.classify(preds.logits)
+        for name, probs in {**per_model, ENSEMBLE: fused}.items():
+            cls[name] = classification_metrics(y, probs, groups=groups, average_over=present, n_boot=n_boot)
+    seg: dict[str, SegmentationMetrics] = {}
+    if preds.seg_probs:
+        truths = [load_mask(c.mask_paths, load_gray(c.image_path).shape) for c in cases]
+        maps = {**preds.seg_probs, ENSEMBLE: fusion.segment(preds.seg_probs)}
+        for name, prob in maps.items():
+            t = fusion.threshold if name == ENSEMBLE else seg_threshold_per_model
+            masks = [resize_map(p, m.shape) > t for p, m in zip(prob, truths)]
+            seg[name] = segmentation_metrics(masks, truths, groups=groups, n_boot=n_boot)
+    return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg)
+
+
+WORST_SHOWN = 8  # lesion images in the worst-cases gallery
+
+
+def worst_cases(cases: list[Case], preds: CasePredictions, fusion: Fusion, n: int = WORST_SHOWN) -> list[tuple[float, int]]:
+    """(Dice, case index) of the ``n`` lesion images where the ensemble's mask is worst, Dice at the scan's size."""
+    fused = fusion.segment(preds.seg_probs)
+    scored = []
+    for i, case in enumerate(cases):
+        if not preds.masks[i].any():
+            continue
+        truth = load_mask(case.mask_paths, load_gray(case.image_path).shape)
+        scored.append((dice_iou(resize_map(fused[i], truth.shape) > fusion.threshold, truth)[0], i))
+    return sorted(scored)[:n]
+
+
+def worst_gallery(cases: list[Case], preds: CasePredictions, fusion: Fusion, title: str, path: Path) -> Path:
+    """A grid of the worst lesion images: ground truth in green, the ensemble's mask in red."""
+    import matplotlib.pyplot as plt
+
+    fused = fusion.segment(preds.seg_probs)
+    worst = worst_cases(cases, preds, fusion)
+    cols = 4
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (dice, i) in zip(axes.flat, worst):
+        scan = load_gray(cases[i].image_path)
+        truth = load_mask(cases[i].mask_paths, scan.shape)
+        pred = resize_map(fused[i], scan.shape) > fusion.threshold
+        shown = overlay_mask(overlay_mask(scan, truth, (0, 200, 0), alpha=0), pred, (230, 40, 40), alpha=0.25)
+        ax.imshow(shown)
+        ax.set_title(f"{cases[i].case_id}\nDice {dice:.2f}" + ("" if pred.any() else " (no mask)"), fontsize=7)
+    fig.suptitle(f"lowest ensemble Dice: truth green, prediction red\n{title}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(ev: DatasetEvaluation, preds: CasePredictions, fusion: Fusion, folder: Path,
+                cases: list[Case] | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    tag = f"{ev.source} {ev.split} (fingerprint {ev.fingerprint[:8]}, n={ev.n_cases})"
+    if ENSEMBLE in ev.classification:
+        m = ev.classification[ENSEMBLE]
+        fig, ax = plt.subplots(figsize=(4.2, 3.8))
+        cm = np.array(m.confusion)
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(CLASSES)), CLASSES)
+        ax.set_yticks(range(len(CLASSES)), CLASSES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"ensemble confusion\n{tag}", fontsize=8)
+        fig.tight_layout()
+        written.append(folder / f"{ev.source}_confusion.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+    if ENSEMBLE in ev.classification and "malignant_auc" in ev.classification[ENSEMBLE].scores:
+        per_model, fused = fusion.classify(preds.logits)
+        mal = CLASSES.index("malignant")
+        y = preds.labels == mal
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
+        for name, probs in {**per_model, ENSEMBLE: fused}.items():
+            fpr, tpr, _ = roc_curve(y, probs[:, mal])
+            auc = ev.classification[name].scores["malignant_auc"]
+            a.plot(fpr, tpr, lw=2.5 if name == ENSEMBLE else 1, label=f"{name} AUC {auc.value:.3f}")
+        a.plot([0, 1], [0, 1], "k:", lw=0.8)
+        a.set_xlabel("1 - specificity")
+        a.set_ylabel("sensitivity")
+        a.set_title("malignant vs rest ROC", fontsize=9)
+        a.legend(fontsize=7)
+        conf, correct = fused.max(1), fused.argmax(1) == preds.labels
+        edges = np.linspace(0, 1, 11)
+        centers, accs = [], []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            sel = (conf > lo) & (conf <= hi)
+            if sel.any():
+                centers.append(conf[sel].mean())
+                accs.append(correct[sel].mean())
+        b.plot([0, 1], [0, 1], "k:", lw=0.8)
+        b.plot(centers, accs, "o-")
+        b.set_xlabel("ensemble confidence")
+        b.set_ylabel("accuracy")
+        b.set_title(f"reliability (ECE {ev.classification[ENSEMBLE].scores['ece'].value:.3f})", fontsize=9)
+        fig.suptitle(tag, fontsize=8)
+        fig.tight_layout()
+        written.append(folder / f"{ev.source}_roc_reliability.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    if ev.segmentation:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        names = list(ev.segmentation)
+        ax.boxplot([ev.segmentation[n].dice for n in names], showmeans=True)
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
+        ax.set_ylabel("Dice per lesion image")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"Dice distribution\n{tag}", fontsize=8)
+        fig.tight_layout()
+        written.append(folder / f"{ev.source}_dice.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+        if cases is not None:
+            written.append(worst_gallery(cases, preds, fusion, tag, folder / f"{ev.source}_worst.png"))
+    return written
+
+
+def evaluate(data_dirs, split_path: Path = DEFAULT_SPLIT, weights: Path = WEIGHTS_DIR, split_name: str = "test",
+             n_boot: int = 1000, plots: Path | None = None, progress: bool = True) -> dict[str, DatasetEvaluation]:
+    split, cases = load_verified(data_dirs, split_path, progress=progress)
+    manifest = Manifest.read(weights)
+    if not manifest.shipped():
+        raise FileNotFoundError(f"{weights / 'manifest.json'}: no shipped models to evaluate")
+    fusion = Fusion.from_manifest(manifest)
+    out = {}
+    for source in sorted({c.source for c in cases}):
+        chosen = [c for c in split.select(cases, split_name) if c.source == source]
+        preds = predict_cases(manifest, chosen, split.groups, progress=progress)
+        out[source] = replace(evaluate_dataset(chosen, preds, fusion, split_name, split.fingerprints[source], n_boot),
+                              weights=manifest.identity())
+        if plots:
+            write_plots(out[source], preds, fusion, plots, chosen)
+    return out
+
+
+def summary_lines(results: dict[str, DatasetEvaluation]) -> list[str]:
+    lines = []
+    for source, ev in results.items():
+        lines.append(f"{source} {ev.split} (fingerprint {ev.fingerprint[:12]}, {ev.n_cases} cases)")
+        for name, m in ev.classification.items():
+            s = m.scores
+            lines.append(f"  {name:22s} macro-F1 {s['macro_f1']}  malignant AUC {s.get('malignant_auc', 'n/a')}  "
+                         f"ECE {s['ece'].value:.3f}")
+        for name, m in ev.segmentation.items():
+            lines.append(f"  {name:22s} Dice {m.scores['dice_mean']}  (median {m.scores['dice_median'].value:.3f})")
+        floors = FLOORS.get(source, {})
+        got = ev.ensemble_scores()
+        lines.append("  floors: " + ", ".join(f"{k} {got.get(k, float('nan')):.3f} {'>=' if got.get(k, -1) >= v else '<'} {v}"
+                                             for k, v in floors.items()))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sonomark evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="+", type=Path, default=[DEFAULT_DATA_DIR])
+    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    ap.add_argument("--split-name", default="test", choices=SPLITS)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--n-boot", type=int, default=1000)
+    args = ap.parse_args(argv)
+    test = args.split_name == "test"
+    plots = args.weights / "plots" if test else args.weights / "plots" / args.split_name
+    results = evaluate(args.data, args.split, args.weights, args.split_name, args.n_boot, plots)
+    out = args.weights / ("metrics.json" if test else f"metrics_{args.split_name}.json")
+    out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
+    print(f"wrote {write_card(args.weights)}")
+    print("\n".join(summary_lines(results)))
+    print(f"wrote {out} and plots in {plots}")
+    return 0
+

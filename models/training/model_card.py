@@ -1,0 +1,107 @@
+"""``weights/README.md``, the model card, rendered from the manifest and ``weights/metrics.json``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from models.inference.ensemble import ENSEMBLE
+from models.training.floors import FLOORS
+from models.weights import WEIGHTS_DIR, Manifest
+from models.zoo import REGISTRY
+
+
+def _iv(d: dict | None) -> str:
+    return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d else "—"
+
+
+def _fine_tuned_from(config: dict) -> str:
+    """For a model fine-tuned from earlier shipped weights (``--init shipped``): which ones."""
+    if "init_sha256" not in config:
+        return ""
+    return f"; fine-tuned from the weights with sha256 `{config['init_sha256'][:12]}`, trained by `{config['init_command']}`"
+
+
+def render(folder: Path = WEIGHTS_DIR) -> str:
+    manifest = Manifest.read(folder)
+    metrics_path = folder / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    fitted = manifest.ensemble.get("fitted", {})
+    lines = [
+        "# SonoMark model card", "",
+        "**Research software, not a medical device.** These models must not be used to diagnose or to "
+        "decide on treatment. They were trained on two public datasets of limited size and scanners, and "
+        "have not been validated prospectively or on any other population.", "",
+        "## Models", "",
+        "| model | task | architecture | initialisation | input | file | MB | val score | temperature |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, spec in REGISTRY.items():
+        m = manifest.models.get(name)
+        if m:
+            lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {spec.input_size} px | `{m['file']}` | "
+                         f"{m['bytes'] / 1e6:.1f} | {m['val_score']:.3f} (epoch {m['best_epoch']}) | "
+                         f"{m['temperature'] if spec.task == 'classify' else '—'} |")
+        else:
+            lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {spec.input_size} px | not shipped yet | | | |")
+    lines += ["", "Validation score: mean over datasets of macro-F1 (classifiers) or of lesion Dice at the model's "
+              "input size (segmenters). Temperatures, ensemble weights and the mask threshold are fitted on the "
+              "validation split (`sonomark calibrate`): " + json.dumps(
+                  {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold") if k in fitted}), ""]
+    trained = [f"- `{n}`: `{m['command']}` ({m['train_config'].get('device', '?')}, best epoch {m['best_epoch']}"
+               f"{_fine_tuned_from(m['train_config'])})" for n, m in manifest.models.items()]
+    lines += ["## Training", "", *trained, "",
+              "Each command resumes where it stopped (`runs/<model>/`, not in git). Whether corrected exports improve "
+              "a model, measured on real data: `reports/correction_loop.md`.", ""]
+    lines += ["## Data and split", "",
+              "Trained on the train split of BUSI (Al-Dhabyani et al., Data in Brief 2020) and BUS-BRA "
+              "(Gómez-Flores et al., Medical Physics 2024), validated on the validation split, reported on the test "
+              "split of the committed `splits/split.json` (BUSI: grouped by near-duplicates, stratified 70/15/15; "
+              "BUS-BRA: the release's patient-disjoint folds, fold 5 test, fold 4 validation). See "
+              "`reports/audit.md`.", ""]
+    if metrics:
+        lines += ["## Test metrics (95% bootstrap intervals over groups)", ""]
+        for source, ev in metrics.items():
+            lines += [f"### {source}, {ev['split']} split (fingerprint `{ev['fingerprint'][:12]}`, {ev['n_cases']} cases)", "",
+                      "| model | macro-F1 | malignant AUC | malignant sensitivity | malignant specificity | ECE | mean Dice "
+                      "| normal scans with a false lesion |",
+                      "|---|---|---|---|---|---|---|---|"]
+            names = list(dict.fromkeys([*ev["classification"], *ev["segmentation"]]))
+            names.sort(key=lambda n: n == ENSEMBLE)
+            for n in names:
+                c = ev["classification"].get(n, {}).get("scores", {})
+                s = ev["segmentation"].get(n, {}).get("scores", {})
+                lines.append(f"| {n} | {_iv(c.get('macro_f1'))} | {_iv(c.get('malignant_auc'))} | "
+                             f"{_iv(c.get('malignant_sensitivity'))} | {_iv(c.get('malignant_specificity'))} | "
+                             f"{_iv(c.get('ece'))} | {_iv(s.get('dice_mean'))} | {_iv(s.get('fp_image_rate'))} |")
+            floors = FLOORS.get(source, {})
+            ens_c = ev["classification"].get(ENSEMBLE, {}).get("scores", {})
+            ens_s = ev["segmentation"].get(ENSEMBLE, {}).get("scores", {})
+            got = {k: (ens_c.get(k) or ens_s.get(k) or {}).get("value") for k in floors}
+            lines += ["", "Floors: " + ", ".join(
+                f"{k} {'—' if v is None else f'{v:.3f}'} {'meets' if v is not None and v >= f else 'misses'} {f}"
+                for (k, f), v in zip(floors.items(), got.values())), "",
+                f"![confusion](plots/{source}_confusion.png) ![roc](plots/{source}_roc_reliability.png) "
+                f"![dice](plots/{source}_dice.png)", "",
+                f"The lesion images where the ensemble's mask is worst: ![worst](plots/{source}_worst.png)", ""]
+    lines += ["## Intended use and limitations", "",
+              "- Intended for research and for pre-annotating scans that a person then corrects.",
+              "- BUS-BRA has no normal class; BUSI's normal class is small (133 scans). Scans from other machines, "
+              "populations or protocols may behave differently.",
+              "- BUSI carries burned-in calipers and text on some scans; models may use them as shortcuts.",
+              "- Grad-CAM maps show where a model looked, not why, and not whether it was right.", ""]
+    return "\n".join(lines)
+
+
+def write(folder: Path = WEIGHTS_DIR) -> Path:
+    path = folder / "README.md"
+    path.write_text(render(folder))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sonomark card", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="the weights folder (default: %(default)s)")
+    args = ap.parse_args(argv)
+    print(f"wrote {write(args.weights)}")
+    return 0

@@ -1,0 +1,399 @@
+"""Training: ``sonomark train --models NAME... | --all [--data DIR...]``.
+
+Trains registered models on the committed split's train cases, validating every epoch on its
+validation cases (the test split is never read here). Per model, ``runs/<name>/`` receives
+``last.pt`` (resumable: model, optimizer, schedule, RNG, early-stopping state), ``best.pt`` (the
+best validation epoch), ``log.csv`` and ``curves.png``. Re-running the same command resumes an
+interrupted run; ``--fresh`` starts over.
+
+Ultrasound augmentation: random resized crops, small rotations and shifts, left-right flips and
+brightness/contrast jitter. No vertical flips: the skin line is always at the top of a scan.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from models.data.masks import dice_iou
+from models.data.paths import REPO
+from models.data.records import CLASSES, Case
+from models.data.sources import DEFAULT_DATA_DIR
+from models.data.splits import DEFAULT_SPLIT, load_verified
+from models.inference.ensemble import run_model, softmax
+from models.preprocess import CaseArrays, decode_cases, normalize
+from models.training.metrics import classification_metrics
+from models.weights import WEIGHTS_DIR, Manifest
+from models.zoo import REGISTRY, ModelSpec, build_model, get_spec
+
+# Checkpoints live outside git; SONOMARK_RUNS may put them outside the work tree so that they
+# survive a fresh checkout.
+DEFAULT_RUNS = Path(os.environ.get("SONOMARK_RUNS", REPO / "runs"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False
+    init: str | None = "default"
+    limit: int | None = None  # at most this many cases per split (smoke tests)
+    balance_sources: bool = False  # draw each dataset equally often per epoch (see source_sampler)
+    data: tuple[str, ...] = ()
+    split_fingerprints: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec, device: str, **overrides) -> RunConfig:
+        d = spec.train
+        base = dict(model=spec.name, epochs=d.epochs, batch_size=d.batch_size, lr=d.lr, weight_decay=d.weight_decay,
+                    patience=d.patience, device=device, bf16=device == "cuda" or d.bf16_on_cpu)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A checkpoint's settings, plus the defaults of settings added to ``RunConfig`` since it was written."""
+    return {**{f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}, **saved}
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    score: float  # what early stopping maximises: mean over datasets of macro-F1 or lesion Dice
+    per_source: dict[str, float]
+    lr: float
+    seconds: float
+    images_per_s: float
+
+
+def pick_device(name: str = "auto") -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    return name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class AugmentedCases(Dataset):
+    """Scans (and masks) from ``CaseArrays`` with ultrasound-safe augmentation."""
+
+    def __init__(self, arrays: CaseArrays, size: int, train: bool):
+        self.arrays = arrays
+        self.transform = v2.Compose([
+            v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8, 1.25), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
+            v2.ColorJitter(brightness=0.25, contrast=0.25),
+        ]) if train else v2.Identity()
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, k: int):
+        image = tv_tensors.Image(torch.from_numpy(self.arrays.images[k])[None])
+        mask = tv_tensors.Mask(torch.from_numpy(self.arrays.masks[k])[None].to(torch.uint8))
+        image, mask = self.transform(image, mask)
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), int(self.arrays.labels[k])
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Square-root inverse-frequency weights (mean 1 over the classes present).
+
+    Plain inverse frequency weighs BUSI's few normal scans 6:1 and, measured on validation,
+    pushes decisions towards "normal" (macro-F1 0.50 after two epochs); the square root balances
+    the classes without that.
+    """
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(float)
+    w = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    w = w * (counts > 0).sum() / w.sum()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def source_sampler(sources: Sequence[str], generator: torch.Generator) -> WeightedRandomSampler:
+    """An epoch's draw (with replacement, as many as there are cases) in which every dataset is
+    equally likely, whatever its size.
+
+    Early stopping and the validation score weigh the datasets equally (mean over sources), while
+    the train split holds about 2 BUS-BRA scans per BUSI scan (1,127 to 532); this makes training
+    weigh them the same way.
+    """
+    names, index = np.unique(np.asarray(sources), return_inverse=True)
+    counts = np.bincount(index, minlength=len(names))
+    return WeightedRandomSampler(torch.from_numpy(1.0 / counts[index]), num_samples=len(sources),
+                                 replacement=True, generator=generator)
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE plus soft Dice over the batch (Dice alone is unstable on empty normal masks)."""
+    target = target.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum()
+    dice = 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+    return bce + dice
+
+
+def _autocast(config: RunConfig):
+    return torch.autocast(device_type=config.device, dtype=torch.bfloat16, enabled=config.bf16)
+
+
+def predict_arrays(model: nn.Module, spec: ModelSpec, arrays: CaseArrays, config: RunConfig) -> np.ndarray:
+    """Class probabilities ``(N, classes)`` or lesion probabilities ``(N, S, S)``, no augmentation."""
+    out = run_model(model, spec, arrays.images, config.batch_size, config.device, config.bf16)
+    return softmax(out) if spec.task == "classify" else out
+
+
+def validate(model: nn.Module, spec: ModelSpec, val: CaseArrays, config: RunConfig,
+             weights: torch.Tensor) -> tuple[float, float, dict[str, float]]:
+    """(validation loss, score, per-source score) on the validation arrays."""
+    probs = predict_arrays(model, spec, val, config)
+    sources = sorted(set(val.sources))
+    per_source: dict[str, float] = {}
+    if spec.task == "classify":
+        p = torch.from_numpy(probs).clamp_min(1e-7)
+        loss = float(F.nll_loss(p.log(), torch.from_numpy(val.labels), weight=weights))
+        for s in sources:
+            idx = [k for k, src in enumerate(val.sources) if src == s]
+            m = classification_metrics([CLASSES[val.labels[k]] for k in idx], probs[idx], n_boot=0)
+            per_source[f"{s}_macro_f1"] = m.scores["macro_f1"].value
+            if "malignant_auc" in m.scores:
+                per_source[f"{s}_malignant_auc"] = m.scores["malignant_auc"].value
+        score = float(np.mean([v for k, v in per_source.items() if k.endswith("macro_f1")]))
+    else:
+        loss = float(np.mean([F.binary_cross_entropy(torch.from_numpy(probs[k]), torch.from_numpy(val.masks[k]).float())
+                              for k in range(len(val))]))
+        for s in sources:
+            d = [dice_iou(probs[k] > 0.5, val.masks[k])[0] for k, src in enumerate(val.sources)
+                 if src == s and val.masks[k].any()]
+            if d:
+                per_source[f"{s}_dice"] = float(np.mean(d))
+        score = float(np.mean(list(per_source.values()))) if per_source else 0.0
+    return loss, score, per_source
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def write_curves(logs: Sequence[EpochLog], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [l.epoch for l in logs]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(ep, [l.train_loss for l in logs], label="train loss")
+    a.plot(ep, [l.val_loss for l in logs], label="validation loss")
+    a.set_xlabel("epoch")
+    a.legend()
+    for key in sorted(logs[-1].per_source):
+        b.plot(ep, [l.per_source.get(key, math.nan) for l in logs], label=key)
+    b.plot(ep, [l.score for l in logs], "k--", label="score (early stopping)")
+    b.set_xlabel("epoch")
+    b.set_ylim(0, 1)
+    b.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: RunConfig, run_dir: Path,
+                fresh: bool = False, progress: bool = True, stop_after: int | None = None,
+                deadline: float | None = None) -> list[EpochLog]:
+    """Train (or resume) one model; returns every epoch's log. ``best.pt`` holds the best weights.
+
+    ``stop_after`` (an epoch) and ``deadline`` (a ``time.time()``) end this call early after a
+    whole epoch, leaving a checkpoint that the same call resumes, e.g. to train in chunks.
+    A resumed run gives the same weights as an uninterrupted one: every epoch's shuffle depends
+    only on the seed and the epoch, and the RNG states travel in the checkpoint.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    seed_everything(config.seed)
+    # channels_last: a CPU training step ran 1.2-2.1x faster for the U-Net and EfficientNet-Lite0/1, and
+    # 0.92-1.11x for the other four (benchmarks/results/train_speed.json).
+    model = build_model(spec.name, config.init).to(config.device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * math.ceil(len(train) / config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1)
+    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "logs": [], "done": False}
+    if last.exists() and not fresh:
+        ckpt = torch.load(last, map_location=config.device, weights_only=False)
+        if _with_defaults(ckpt["config"]) != asdict(config):
+            raise ValueError(f"{last}: made with other settings ({ckpt['config']}); use --fresh to start over, "
+                             "or repeat the original command to resume")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        print(f"{spec.name}: resuming after epoch {state['epoch']} (best {state['best_score']:.4f} "
+              f"at epoch {state['best_epoch']})")
+    logs = [EpochLog(**l) for l in state["logs"]]
+    if state["done"]:
+        print(f"{spec.name}: already finished in {run_dir}; --fresh to train again")
+        return logs
+    weights = class_weights(train.labels).to(config.device)
+    data = AugmentedCases(train, spec.input_size, train=True)
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        sampler = source_sampler(train.sources, generator) if config.balance_sources else None
+        loader = DataLoader(data, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                            drop_last=len(train) > config.batch_size, generator=generator)
+        model.train()
+        t0, seen, total = time.time(), 0, 0.0
+        bar = tqdm(loader, desc=f"{spec.name} epoch {epoch}/{config.epochs}", unit="batch", disable=not progress)
+        for image, mask, label in bar:
+            x = normalize(image.to(config.device), spec).contiguous(memory_format=torch.channels_last)
+            with _autocast(config):
+                out = model(x).float()
+            loss = (F.cross_entropy(out, label.to(config.device), weight=weights) if spec.task == "classify"
+                    else seg_loss(out, mask.to(config.device)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            seen += len(image)
+            total += loss.item() * len(image)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        train_time = time.time() - t0
+        val_loss, score, per_source = validate(model, spec, val, config, weights.cpu())
+        log = EpochLog(epoch, total / max(seen, 1), val_loss, score, per_source, sched.get_last_lr()[0],
+                       time.time() - t0, seen / max(train_time, 1e-9))
+        logs.append(log)
+        improved = score > state["best_score"]
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            _save_atomic({"model": model.state_dict(), "epoch": epoch, "score": score, "config": asdict(config)}, best)
+        else:
+            state["bad_epochs"] += 1
+        state.update(epoch=epoch, logs=[asdict(l) for l in logs],
+                     done=epoch == config.epochs or state["bad_epochs"] >= config.patience)
+        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      "state": state, "config": asdict(config),
+                      "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
+                     last)
+        _write_log(logs, run_dir / "log.csv")
+        write_curves(logs, run_dir / "curves.png", f"{spec.name} ({spec.arch})")
+        print(f"{spec.name} epoch {epoch}: train loss {log.train_loss:.4f}, val loss {val_loss:.4f}, "
+              f"score {score:.4f} {'(best)' if improved else ''} "
+              + " ".join(f"{k}={v:.3f}" for k, v in per_source.items()) + f", {log.images_per_s:.1f} img/s")
+        if state["done"]:
+            if state["bad_epochs"] >= config.patience:
+                print(f"{spec.name}: early stop, no improvement for {config.patience} epochs")
+            break
+        if epoch == stop_after or (deadline is not None and time.time() > deadline):
+            print(f"{spec.name}: paused after epoch {epoch}; run the same command again to resume")
+            break
+    return logs
+
+
+def _write_log(logs: Sequence[EpochLog], path: Path) -> None:
+    keys = sorted({k for l in logs for k in l.per_source})
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "train_loss", "val_loss", "score", *keys, "lr", "seconds", "images_per_s"])
+        for l in logs:
+            w.writerow([l.epoch, f"{l.train_loss:.5f}", f"{l.val_loss:.5f}", f"{l.score:.5f}",
+                        *[f"{l.per_source.get(k, math.nan):.5f}" for k in keys], f"{l.lr:.3g}", f"{l.seconds:.1f}",
+                        f"{l.images_per_s:.2f}"])
+
+
+def split_arrays(cases: Sequence[Case], split, spec: ModelSpec, limit: int | None,
+                 progress: bool) -> tuple[CaseArrays, CaseArrays]:
+    out = []
+    for name in ("train", "val"):
+        chosen = split.select(cases, name)
+        if limit:
+            chosen = chosen[:limit]
+        out.append(decode_cases(chosen, spec.input_size, split.groups, progress=progress))
+    return out[0], out[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sonomark train", description=__doc__.split("\n\n")[0])
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--models", nargs="+", choices=list(REGISTRY), metavar="NAME",
+                       help=f"registered models: {', '.join(REGISTRY)}")
+    which.add_argument("--all", action="store_true", help="every registered model, one after another")
+    ap.add_argument("--data", nargs="+", type=Path, default=[DEFAULT_DATA_DIR], help="dataset folders (default: %(default)s)")
+    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="checkpoint folder (default: %(default)s)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--patience", type=int)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default="default",
+                    help='"default" (offline ImageNet where a package ships it), "none", "shipped" (fine-tune '
+                         'from --weights, checksum verified), a local weights file, or "hub:ID"')
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR,
+                    help="the shipped weights folder that --init shipped starts from (default: %(default)s)")
+    ap.add_argument("--balance-sources", action="store_true",
+                    help="draw each dataset equally often per epoch, as the validation score weighs them")
+    ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
+    ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
+    ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
+    split, cases = load_verified(args.data, args.split, progress=not args.quiet)
+    for name in (list(REGISTRY) if args.all else args.models):
+        spec = get_spec(name)
+        init = str(Manifest.read(args.weights).verify(name)) if args.init == "shipped" else args.init
+        config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                     patience=args.patience, seed=args.seed, limit=args.limit,
+                                     balance_sources=args.balance_sources or None,
+                                     init=init,
+                                     data=tuple(sorted({c.source for c in cases})),
+                                     split_fingerprints=split.fingerprints)
+        train, val = split_arrays(cases, split, spec, args.limit, progress=not args.quiet)
+        print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px on {device}"
+              f"{' with bf16 autocast' if config.bf16 else ''}")
+        run_dir = args.runs / name
+        (run_dir).mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+        train_model(spec, train, val, config, run_dir, fresh=args.fresh, progress=not args.quiet, deadline=deadline)
+        if deadline is not None and time.time() > deadline:
+            break
+    return 0
+

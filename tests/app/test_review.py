@@ -1,0 +1,133 @@
+"""Review handlers without a browser, on shipped random-initialised weights."""
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import review
+from models.annotation import editing, export
+from models.inference.analysis import Analyzer
+from tests.inference.test_analysis import ship_random
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return Analyzer(ship_random(tmp_path_factory.mktemp("w")))
+
+
+@pytest.fixture
+def session(engine, monkeypatch, tmp_path):
+    monkeypatch.setattr(review, "analyzer", lambda: engine)
+    monkeypatch.setenv("SONOMARK_EXPORT_DIR", str(tmp_path / "exports"))
+    s = review.new_session(public=False)
+    yield s
+    review.close_session(s)
+
+
+def test_examples_cover_every_class():
+    files = review.examples()
+    assert len(files) >= 3
+    assert {l for l in ("benign", "malignant", "normal") if any(l in f for f in files)} == {"benign", "malignant", "normal"}
+
+
+def test_analyze_an_example_and_views(session):
+    s = review.open_scan(review.examples()[0], session)
+    a = s.analysis
+    assert "## " in review.verdict_markdown(a)
+    rows = review.per_model_rows(a)
+    assert rows[-1][0] == "ensemble" and len(rows) == len(a.per_model) + 1
+    view = review.mask_view(s, fill=True, contour=False, opacity=0.5)
+    assert view.shape == (*s.scan.shape, 3)
+    cam = review.cam_view(s, "resnet18", review.PREDICTED, "EigenCAM")
+    assert cam.shape == (*s.scan.shape, 3)
+    assert "Lesion" in review.measurements_markdown(a, s.scan)
+    data = review.summary(a)
+    assert set(data["probabilities"]) == {"benign", "malignant", "normal"} and data["scan"] == s.scan.name
+
+
+def test_editor_round_trip_and_tools(session):
+    s = review.open_scan(review.examples()[1], session)
+    value = review.editor_start(s)
+    assert np.array_equal(editing.mask_from_editor(value, s.scan.shape), s.analysis.mask)
+    assert not editing.mask_from_editor(review.editor_clear(s), s.scan.shape).any()
+    painted = np.zeros(s.scan.shape, bool)
+    painted[100:160, 150:230] = True
+    value = editing.editor_value(s.scan.display, painted)
+    assert editing.mask_from_editor(review.editor_smooth(value, s), s.scan.shape).any()
+    assert editing.mask_from_editor(review.editor_refine(value, s), s.scan.shape).shape == s.scan.shape
+    with pytest.raises(review.ReviewError, match="Paint a rough mask"):
+        review.editor_refine(review.editor_clear(s), s)
+
+
+def test_save_writes_the_painted_mask_and_a_zip(session, tmp_path):
+    s = review.open_scan(review.examples()[1], session)
+    painted = np.zeros(s.scan.shape, bool)
+    painted[50:90, 60:140] = True
+    status, zip_path = review.save(editing.editor_value(s.scan.display, painted), "malignant", "dr. b", s)
+    assert "revision 1" in status
+    cases = export.current_entries(tmp_path / "exports")
+    (entry,) = cases.values()
+    assert entry["annotator"] == "dr. b" and entry["label"] == "malignant"
+    saved = np.asarray(Image.open(tmp_path / "exports" / export.view_paths(entry)["mask"])) > 127
+    assert np.array_equal(saved, painted)
+    assert "manifest.jsonl" in zipfile.ZipFile(zip_path).namelist()
+
+
+def test_save_rules(session):
+    s = review.open_scan(review.examples()[0], session)
+    lesion = np.zeros(s.scan.shape, bool)
+    lesion[10:30, 10:30] = True
+    with pytest.raises(review.ReviewError, match="Choose the label"):
+        review.save(editing.editor_value(s.scan.display, lesion), None, "a", s)
+    with pytest.raises(review.ReviewError, match="normal scan has no lesion"):
+        review.save(editing.editor_value(s.scan.display, lesion), "normal", "a", s)
+    with pytest.raises(review.ReviewError, match="needs its lesion painted"):
+        review.save(review.editor_clear(s), "benign", "a", s)
+
+
+def test_bad_uploads_and_missing_scan_are_clear(session, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    with pytest.raises(review.ReviewError, match="notes.png: not an image"):
+        review.open_scan(str(bad), session)
+    with pytest.raises(review.ReviewError, match="Upload a scan"):
+        review.open_scan(None, session)
+    with pytest.raises(review.ReviewError, match="Analyze a scan first"):
+        review.mask_view(review.new_session(public=True))
+
+
+def test_public_sessions_are_private_and_deleted(engine, monkeypatch):
+    monkeypatch.setattr(review, "analyzer", lambda: engine)
+    a, b = review.new_session(public=True), review.new_session(public=True)
+    assert a.workspace != b.workspace and a.export_dir.is_relative_to(a.workspace)
+    s = review.open_scan(review.examples()[1], a)
+    painted = np.zeros(s.scan.shape, bool)
+    painted[10:40, 10:40] = True
+    review.save(editing.editor_value(s.scan.display, painted), "benign", "x", s)
+    assert any(a.export_dir.rglob("*_mask.png"))
+    assert not any(b.workspace.rglob("*.png"))  # nothing of a's reaches b
+    review.close_session(a)
+    assert not a.workspace.exists() and b.workspace.exists()
+    review.close_session(b)
+
+
+def test_the_app_deletes_a_workspace_with_its_state_and_when_its_browser_session_ends(tmp_path):
+    """Two ways a session ends: Gradio drops its state (the State's delete_callback), or the browser
+    closes the tab (the app's unload event, keyed by Gradio's session hash)."""
+    import gradio as gr
+
+    from app.ui import build
+    demo = build(tmp_path / "no-data")
+    (state,) = [b for b in demo.blocks.values() if isinstance(b, gr.State) and b.delete_callback is review.close_session]
+    gone = review.new_session(public=True)
+    state.delete_callback(gone)
+    assert not gone.workspace.exists()
+    assert any(dep.targets and dep.targets[0][1] == "unload" for dep in demo.fns.values())
+    mine, mine_too, other = (review.new_session(public=True, owner="hash-a"),
+                             review.new_session(public=True, owner="hash-a"), review.new_session(public=True, owner="hash-b"))
+    review.end_browser_session("hash-a")
+    assert not mine.workspace.exists() and not mine_too.workspace.exists() and other.workspace.exists()
+    review.end_browser_session(None)  # an API call without a session: nothing to end
+    assert other.workspace.exists()
+    review.close_session(other)

@@ -1,0 +1,81 @@
+"""The batch pre-annotation CLI: CSV contract, exact-size masks, bad files, resume, review-queue order."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.inference import predict
+from models.inference.analysis import Analyzer
+from tests.inference.test_analysis import ship_random
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    return ship_random(tmp_path_factory.mktemp("p"), ("resnet18", "unet_lite0"))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k, (h, w) in enumerate([(120, 160), (97, 131), (200, 90)]):
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(folder / ("sub" if k else "") / f"scan {k}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / ".hidden.png").write_bytes(b"skipped")
+    return folder
+
+
+def rows(out):
+    return list(csv.DictReader(open(out / "predictions.csv")))
+
+
+def test_csv_contract_and_mask_sizes(tmp_path, inputs, weights_dir):
+    out = tmp_path / "out"
+    assert predict.main([str(inputs), "--out", str(out), "--weights", str(weights_dir), "--overlays"]) == 0
+    got = rows(out)
+    assert len(got) == 4
+    assert list(got[0])[:7] == ["path", "label", "p_benign", "p_malignant", "p_normal", "uncertainty", "review"]
+    assert "mask_path" in got[0]
+    broken = [r for r in got if r["path"].endswith("broken.png")]
+    assert broken[0]["error"].startswith("not_image") and broken[0]["mask_path"] == ""
+    for r in got:
+        if r["error"]:
+            continue
+        mask = np.asarray(Image.open(out / r["mask_path"]))
+        assert mask.shape == np.asarray(Image.open(r["path"])).shape
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (out / r["overlay_path"]).is_file()
+        assert abs(sum(float(r[f"p_{c}"]) for c in ("benign", "malignant", "normal")) - 1) < 1e-3
+
+
+def test_resume_skips_what_is_done(tmp_path, inputs, weights_dir):
+    out = tmp_path / "out"
+    analyzer = Analyzer(weights_dir)
+    files = predict.find_inputs([inputs])
+    predict.predict(files[:2], out, analyzer, progress=False)
+    first = {r["path"]: r for r in rows(out)}
+    calls = []
+    original = analyzer.analyze
+    analyzer.analyze = lambda scan: calls.append(scan.name) or original(scan)
+    predict.predict(files, out, analyzer, progress=False)
+    assert len(rows(out)) == len(files)
+    assert len(calls) == sum(1 for f in files[2:] if f.name != "broken.png")
+    for r in rows(out):
+        if r["path"] in first:
+            assert r == first[r["path"]]  # earlier rows kept as they were
+
+
+def test_sort_by_uncertainty_and_exit_codes(tmp_path, inputs, weights_dir, capsys):
+    out = tmp_path / "out"
+    assert predict.main([str(inputs), "--out", str(out), "--weights", str(weights_dir), "--sort", "uncertainty"]) == 0
+    got = rows(out)
+    u = [float(r["uncertainty"]) for r in got if not r["error"]]
+    assert u == sorted(u, reverse=True) and got[-1]["error"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"")
+    assert predict.main([str(bad), "--out", str(tmp_path / "o2"), "--weights", str(weights_dir)]) == 1
+    assert predict.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3"), "--weights", str(weights_dir)]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,250 @@
+"""Train -> ship -> verify -> calibrate -> evaluate on a small synthetic dataset."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models import weights
+from models.data import load_cases
+from models.data.splits import make_split, save_split
+from models.data.survey import survey
+from models.inference.ensemble import Fusion, softmax
+from models.training import calibrate, evaluate, train
+from models.zoo import get_spec
+from tests.conftest import write_busbra, write_busi
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    busi = write_busi(root / "data" / "busi", {"benign": 20, "malignant": 8, "normal": 6})
+    busbra = write_busbra(root / "data" / "busbra", patients=15)
+    cases = load_cases([busi, busbra])
+    split_path = save_split(make_split(cases, survey(cases, progress=False)), root / "split.json")
+    runs, wdir = root / "runs", root / "weights"
+    for name in ("efficientnet_lite0", "unet_lite0"):
+        assert train.main(["--models", name, "--data", str(busi), str(busbra), "--split", str(split_path),
+                           "--runs", str(runs), "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
+        assert weights.ship(name, runs, wdir)
+    return root, [busi, busbra], split_path, runs, wdir
+
+
+def test_shipped_weights_are_fp16_with_checksums(world):
+    _, _, _, runs, wdir = world
+    manifest = weights.Manifest.read(wdir)
+    assert manifest.shipped() == ["efficientnet_lite0", "unet_lite0"]
+    from safetensors.torch import load_file
+    state = load_file(wdir / "efficientnet_lite0.safetensors")
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    model = manifest.load("efficientnet_lite0")
+    assert not model.training
+    entry = manifest.models["unet_lite0"]
+    assert entry["sha256"] == weights.sha256_file(wdir / "unet_lite0.safetensors")
+    assert entry["input"]["input_size"] == get_spec("unet_lite0").input_size
+    assert entry["command"].startswith("sonomark train --models unet_lite0 --epochs 1 --batch-size 8")
+    # not better on validation: not shipped again
+    assert not weights.ship("unet_lite0", runs, wdir)
+
+
+def test_a_fine_tuned_model_names_the_weights_it_started_from(world, tmp_path):
+    """``--init shipped`` points at the file that shipping overwrites; the manifest keeps its checksum."""
+    import shutil
+
+    from safetensors.torch import load_file
+    _, _, _, _, wdir = world
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    old = weights.Manifest.read(copy).models["unet_lite0"]
+    config = {**old["train_config"], "init": str(copy / "unet_lite0.safetensors"), "balance_sources": True}
+    (tmp_path / "runs" / "unet_lite0").mkdir(parents=True)
+    torch.save({"model": load_file(copy / "unet_lite0.safetensors"), "epoch": 2, "score": old["val_score"] + 0.01,
+                "config": config}, tmp_path / "runs" / "unet_lite0" / "best.pt")
+    assert weights.ship("unet_lite0", tmp_path / "runs", copy)
+    entry = weights.Manifest.read(copy).models["unet_lite0"]
+    assert entry["train_config"]["init"] == "shipped"
+    assert entry["train_config"]["init_sha256"] == old["sha256"]
+    assert entry["train_config"]["init_command"] == old["command"]
+    assert entry["command"].endswith("--init shipped --balance-sources")
+    from models.training import model_card
+    assert f"fine-tuned from the weights with sha256 `{old['sha256'][:12]}`" in model_card.render(copy)
+
+
+def test_tampered_or_missing_weights_fail_loudly(world, tmp_path):
+    _, _, _, _, wdir = world
+    import shutil
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    blob = bytearray((copy / "unet_lite0.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (copy / "unet_lite0.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(weights.WeightsError, match="sha256"):
+        weights.Manifest.read(copy).load("unet_lite0")
+    (copy / "efficientnet_lite0.safetensors").unlink()
+    with pytest.raises(weights.WeightsError, match="missing"):
+        weights.Manifest.read(copy).verify("efficientnet_lite0")
+    with pytest.raises(weights.WeightsError, match="no shipped weights for 'resnet18'"):
+        weights.Manifest.read(copy).verify("resnet18")
+
+
+def test_calibrate_then_evaluate(world):
+    _, data, split_path, _, wdir = world
+    assert calibrate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(wdir)]) == 0
+    manifest = weights.Manifest.read(wdir)
+    fitted = manifest.ensemble["fitted"]
+    assert fitted["split"] == "val"
+    # the threshold is the grid's best on validation, and the recorded Dice is that best
+    from models.data.splits import load_verified
+    from models.inference.ensemble import predict_cases
+    split, cases = load_verified(data, split_path, progress=False)
+    preds = predict_cases(manifest, split.select(cases, "val"), split.groups, progress=False)
+    dice = {float(t): calibrate.mean_dice(preds.seg_probs["unet_lite0"], preds.masks, t) for t in calibrate.THRESHOLDS}
+    assert fitted["seg_weights"] == {"unet_lite0": 1.0}
+    assert dice[fitted["threshold"]] == max(dice.values())
+    assert fitted["val_mean_dice"] == pytest.approx(max(dice.values()), abs=1e-4)
+    assert manifest.models["efficientnet_lite0"]["temperature"] > 0
+    assert evaluate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(wdir),
+                          "--n-boot", "20"]) == 0
+    metrics = json.loads((wdir / "metrics.json").read_text())
+    assert set(metrics) == {"busi", "busbra"}
+    busi = metrics["busi"]
+    assert busi["split"] == "test" and len(busi["fingerprint"]) == 64
+    assert busi["weights"] == weights.Manifest.read(wdir).identity()  # the weights and calibration measured
+    assert set(busi["classification"]) == {"efficientnet_lite0", "ensemble"}
+    assert set(busi["segmentation"]) == {"unet_lite0", "ensemble"}
+    assert metrics["busbra"]["classification"]["ensemble"]["averaged_over"] == ["benign", "malignant"]
+    card = (wdir / "README.md").read_text()
+    assert "not a medical device" in card and "| efficientnet_lite0 |" in card and "| resnet18 |" in card
+    assert "Floors: macro_f1" in card and busi["fingerprint"][:12] in card
+    assert "normal scans with a false lesion" in card  # BUSI has normals: the segmenters' false alarms
+    assert "- `unet_lite0`: `sonomark train --models unet_lite0 --epochs 1" in card
+    for png in ("busi_confusion.png", "busi_roc_reliability.png", "busi_dice.png", "busi_worst.png"):
+        assert (wdir / "plots" / png).stat().st_size > 1000
+    assert "plots/busi_worst.png" in card
+    shipped_report = {png.name: png.read_bytes() for png in (wdir / "plots").glob("*.png")}
+    assert evaluate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(wdir),
+                          "--n-boot", "20", "--split-name", "val"]) == 0
+    assert json.loads((wdir / "metrics_val.json").read_text())["busi"]["split"] == "val"
+    assert (wdir / "plots" / "val" / "busi_worst.png").stat().st_size > 1000
+    assert {png.name: png.read_bytes() for png in (wdir / "plots").glob("*.png")} == shipped_report  # test report kept
+
+
+def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, monkeypatch):
+    """Calibration and evaluation fuse maps as the analysis does: each resized, here to the largest input."""
+    import dataclasses
+
+    import cv2
+
+    from models import zoo
+    from models.data.splits import load_verified
+    from models.inference.ensemble import predict_cases, run_model
+    from models.preprocess import decode_cases
+    _, data, split_path, _, wdir = world
+    split, cases = load_verified(data, split_path)
+    val = split.select(cases, "val")
+    model = weights.Manifest.read(wdir).load("unet_lite0")
+    specs = {n: dataclasses.replace(get_spec("unet_lite0"), name=n, input_size=s) for n, s in (("small", 64), ("big", 96))}
+
+    class TwoSizes:
+        def shipped(self):
+            return ["small", "big"]
+
+        def load(self, name, device="cpu"):
+            return model
+
+    monkeypatch.setattr(zoo, "get_spec", specs.__getitem__)
+    preds = predict_cases(TwoSizes(), val, split.groups, progress=False)
+    assert preds.masks.shape == (len(val), 96, 96)
+    assert {p.shape for p in preds.seg_probs.values()} == {(len(val), 96, 96)}
+    small = run_model(model, specs["small"], decode_cases(val, 64, split.groups, progress=False).images)
+    expected = cv2.resize(small[0], (96, 96), interpolation=cv2.INTER_LINEAR)
+    assert preds.seg_probs["small"][0] == pytest.approx(expected, abs=1e-6)
+    assert preds.masks.sum() == decode_cases(val, 96, split.groups, progress=False).masks.sum()
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, (4000, 3))
+    y = np.array([rng.choice(3, p=p) for p in softmax(true_logits)])
+    assert calibrate.fit_temperature(true_logits * 3, y) == pytest.approx(3, rel=0.1)
+
+
+def test_class_weights_prefer_the_informative_model():
+    y = np.array([0, 1, 2] * 50)
+    good = np.eye(3)[y] * 0.8 + 0.2 / 3
+    noise = np.full((150, 3), 1 / 3)
+    w = calibrate.fit_class_weights({"good": good, "noise": noise}, y)
+    assert w["good"] > 0.9
+
+
+def test_segmentation_fit_picks_weights_and_threshold():
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2:6, 2:6] = True
+    good = masks * 0.7 + 0.1
+    bad = np.full_like(good, 0.6)
+    w, t, dice = calibrate.fit_segmentation({"good": good, "bad": bad}, masks)
+    assert w["good"] >= 0.75 and dice == pytest.approx(1.0) and t < 0.8
+
+
+def test_fusion_weights_and_temperatures():
+    f = Fusion({"a": 2.0}, {"a": 3, "b": 1}, {"s": 1, "t": 1}, threshold=0.4)
+    logits = {"a": np.array([[2.0, 0, 0]]), "b": np.array([[0, 0, 0.0]])}
+    per, fused = f.classify(logits)
+    assert per["a"][0, 0] == pytest.approx(softmax(np.array([[1.0, 0, 0]]))[0, 0])
+    assert fused == pytest.approx(0.75 * per["a"] + 0.25 * per["b"])
+    assert f.segment({"s": np.ones((2, 2)), "t": np.zeros((2, 2))}) == pytest.approx(np.full((2, 2), 0.5))
+    assert f.voters(["a", "b"]) == ["a", "b"] and f.voters([]) == []  # a segment-only ensemble has no voters
+    g = Fusion({}, {}, {"s": 1, "t": 1, "zero": 0})
+    assert g.seg_voters(["s", "t", "zero"]) == ["s", "t"]  # a member calibrated to 0 has no say
+
+
+def test_weights_that_no_longer_fit_the_registry_are_refused(world, tmp_path):
+    import shutil
+    _, _, _, _, wdir = world
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    manifest = weights.Manifest.read(copy)
+    manifest.models["unet_lite0"]["input"]["input_size"] += 32  # trained at another size than the registry says
+    manifest.write()
+    with pytest.raises(weights.WeightsError, match="registry now says"):
+        weights.Manifest.read(copy).verify("unet_lite0")
+    assert weights.Manifest.read(copy).verify("efficientnet_lite0").is_file()  # the untouched entry still loads
+
+
+def test_fine_tuning_from_shipped_weights_verifies_their_checksum(world, tmp_path):
+    import shutil
+    _, data, split_path, _, wdir = world
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    blob = bytearray((copy / "unet_lite0.safetensors").read_bytes())
+    blob[-1] ^= 0xFF  # still a loadable file: only the checksum can tell
+    (copy / "unet_lite0.safetensors").write_bytes(bytes(blob))
+    argv = ["--models", "unet_lite0", "--data", *map(str, data), "--split", str(split_path), "--runs",
+            str(tmp_path / "runs"), "--epochs", "1", "--batch-size", "8", "--quiet", "--init", "shipped"]
+    with pytest.raises(weights.WeightsError, match="sha256"):
+        train.main([*argv, "--weights", str(copy)])
+    assert not (tmp_path / "runs" / "unet_lite0" / "last.pt").exists()
+
+
+def test_training_and_calibration_never_decode_the_test_split(world, tmp_path, monkeypatch):
+    """Every scan decoded for a model is recorded: calibration reads validation only, training train and
+    validation only; the test split is left for the evaluation."""
+    import shutil
+
+    from models import preprocess
+    from models.data.splits import load_verified
+    _, data, split_path, _, wdir = world
+    split, cases = load_verified(data, split_path, progress=False)
+    paths = {name: {c.image_path for c in split.select(cases, name)} for name in ("train", "val", "test")}
+    assert all(paths.values()) and not paths["test"] & (paths["train"] | paths["val"])
+    read, real = [], preprocess.load_gray
+    monkeypatch.setattr(preprocess, "load_gray", lambda path: read.append(path) or real(path))
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    assert calibrate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(copy)]) == 0
+    assert set(read) == paths["val"]
+    assert weights.Manifest.read(copy).ensemble["fitted"]["n_cases"] == len(paths["val"])
+    read.clear()
+    assert train.main(["--models", "efficientnet_lite0", "--data", *map(str, data), "--split", str(split_path),
+                       "--runs", str(tmp_path / "runs"), "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
+    assert set(read) == paths["train"] | paths["val"]

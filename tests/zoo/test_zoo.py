@@ -1,0 +1,105 @@
+"""Generic checks for every registered model, parametrized over the registry (no weights, tiny inputs)."""
+import pytest
+import torch
+
+from models import zoo
+from models.data import CLASSES
+
+ALL = list(zoo.REGISTRY)
+
+
+def test_registry_has_the_ensemble():
+    assert {"vgg19_bn", "resnet18", "efficientnet_lite0"} <= set(zoo.names("classify"))
+    assert {"unet_lite0", "deeplabv3plus_lite0", "segformer_b0"} <= set(zoo.names("segment"))
+    with pytest.raises(KeyError, match="registered: vgg19_bn"):
+        zoo.get_spec("alexnet")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_build_forward_backward_and_shapes(name):
+    spec = zoo.get_spec(name)
+    torch.manual_seed(0)
+    model = zoo.build_model(name, init=None)
+    x = torch.randn(2, 3, 64, 64, requires_grad=False)
+    out = model(x)
+    if spec.task == "classify":
+        assert out.shape == (2, len(CLASSES)) and spec.classes == CLASSES
+    else:
+        assert out.shape == (2, 1, 64, 64)  # full resolution, whatever the architecture
+    out.float().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_spec_is_complete_and_cam_layer_exists(name):
+    spec = zoo.get_spec(name)
+    model = zoo.build_model(name, init=None)
+    layer = model.get_submodule(spec.cam_layer)  # raises if the registry names no such layer
+    seen = []
+    layer.register_forward_hook(lambda module, args, out: seen.append(out))
+    model.eval()(torch.zeros(1, 3, 64, 64))  # as Grad-CAM runs it
+    # Grad-CAM weighs a spatial feature map by its gradients: the layer must give one that needs grad
+    assert len(seen) == 1 and isinstance(seen[0], torch.Tensor), type(seen[0] if seen else None)
+    assert seen[0].ndim == 4 and seen[0].shape[0] == 1 and min(seen[0].shape[-2:]) > 1, seen[0].shape
+    assert seen[0].requires_grad
+    assert spec.task in ("classify", "segment") and spec.input_size % 32 == 0
+    assert len(spec.mean) == len(spec.std) == 3 and spec.init and spec.arch
+    assert spec.weights_file == f"{name}.safetensors"
+
+
+def test_weights_fit_the_budget():
+    total = sum(sum(p.numel() for p in zoo.build_model(n, init=None).parameters()) for n in ALL)
+    assert total * 2 < 150e6  # fp16 bytes
+
+
+def test_lite0_imagenet_weights_load_offline():
+    raw = torch.load(zoo.lite_imagenet_file(0), map_location="cpu", weights_only=True)
+    classifier = zoo.build_model("efficientnet_lite0")
+    assert torch.equal(classifier.conv_stem.weight, raw["_conv_stem.weight"])
+    unet = zoo.build_model("unet_lite0")
+    assert torch.equal(unet.encoder.model.conv_stem.weight, raw["_conv_stem.weight"])
+    assert not torch.equal(zoo.build_model("efficientnet_lite0", init=None).conv_stem.weight, raw["_conv_stem.weight"])
+    assert not torch.equal(zoo.build_model("efficientnet_lite0", init="none").conv_stem.weight, raw["_conv_stem.weight"])
+
+
+def test_lite1_imagenet_weights_load_offline():
+    raw = torch.load(zoo.lite_imagenet_file(1), map_location="cpu", weights_only=True)
+    classifier = zoo.build_model("efficientnet_lite1")
+    assert torch.equal(classifier.conv_head.weight, raw["_conv_head.weight"])  # last tensor before the head
+    assert classifier.classifier.out_features == len(zoo.get_spec("efficientnet_lite1").classes)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_imagenet_initialized_classifier_starts_at_uniform_probabilities(name):
+    model = zoo.build_model(name).eval()
+    with torch.no_grad():
+        probs = model(torch.randn(2, 3, 64, 64)).softmax(1)
+    assert torch.allclose(probs, torch.full_like(probs, 1 / probs.shape[1]))
+
+
+def test_lite_variant_without_a_package_is_refused():
+    with pytest.raises(ValueError, match="Lite7"):
+        zoo.lite_package(7)
+
+
+def test_cli_init_choice_reaches_the_run_config():
+    from models.training.train import RunConfig
+    assert RunConfig.for_model(zoo.get_spec("unet_lite0"), "cpu", init="none").init == "none"
+    assert RunConfig.for_model(zoo.get_spec("unet_lite0"), "cpu").init == "default"
+
+
+def test_local_weights_file_and_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    model = zoo.build_model("resnet18", init=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "r18.safetensors")
+    again = zoo.build_model("resnet18", init=tmp_path / "r18.safetensors")
+    assert torch.equal(again.conv1.weight, model.conv1.weight)
+    other = zoo.build_model("segformer_b0", init=None)
+    torch.save(other.state_dict(), tmp_path / "seg.pth")
+    with pytest.raises(ValueError, match="none of its"):
+        zoo.build_model("resnet18", init=tmp_path / "seg.pth")
+    with pytest.raises(FileNotFoundError, match="no such weights file"):
+        zoo.build_model("resnet18", init=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="no hub loader"):
+        zoo.build_model("unet_lite0", init="hub:someone/something")

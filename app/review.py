@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from models.weights import WEIGHTS_DIR, Manifest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 PREDICTED = "predicted class"
+MAX_ANNOTATOR = 100  # characters
 
 
 def is_public() -> bool:
@@ -134,7 +136,8 @@ def measurements_markdown(a: Analysis, scan: Scan) -> str:
     else:
         u = m.unit
         spacing = (f" (pixel spacing {scan.spacing_mm[0]:.3f} x {scan.spacing_mm[1]:.3f} mm from {scan.spacing_source})"
-                   if scan.spacing_mm else " (no pixel spacing in the file: pixels)")
+                   if scan.spacing_mm else f" ({scan.spacing_refused})" if scan.spacing_refused
+                   else " (no pixel spacing in the file: pixels)")
         body = "\n".join([
             f"- area **{m.area:.1f} {u}²**{spacing}",
             f"- longest diameter **{m.longest_diameter:.1f} {u}**, across it {m.perpendicular_diameter:.1f} {u}",
@@ -161,7 +164,6 @@ def open_scan(path: str | None, session: ReviewSession | None, owner: str | None
     there is none yet)."""
     if not path:
         raise ReviewError("Upload a scan or pick an example first.")
-    session = session or new_session(owner=owner)
     try:
         scan = read_scan(path)
     except ScanError as exc:
@@ -170,7 +172,9 @@ def open_scan(path: str | None, session: ReviewSession | None, owner: str | None
         engine = analyzer()
     except FileNotFoundError as exc:
         raise ReviewError(f"No models to analyze with: {exc}") from exc
-    session.scan, session.analysis = scan, engine.analyze(scan)
+    analysis = engine.analyze(scan)
+    session = session or new_session(owner=owner)  # only now: a failed first analysis leaves no workspace behind
+    session.scan, session.analysis = scan, analysis
     session.opened_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return session
 
@@ -201,12 +205,12 @@ def editor_clear(session: ReviewSession) -> dict:
 
 def editor_smooth(value: dict, session: ReviewSession) -> dict:
     scan, _ = _require(session)
-    return editing.editor_value(scan.display, editing.smooth_mask(editing.mask_from_editor(value, scan.shape)))
+    return editing.editor_value(scan.display, editing.smooth_mask(_mask(value, scan)))
 
 
 def editor_refine(value: dict, session: ReviewSession) -> dict:
     scan, _ = _require(session)
-    mask = editing.mask_from_editor(value, scan.shape)
+    mask = _mask(value, scan)
     if not mask.any():
         raise ReviewError("Paint a rough mask over the lesion first; refinement snaps it to the edges.")
     return editing.editor_value(scan.display, editing.grabcut_refine(scan.gray, mask))
@@ -217,20 +221,32 @@ def save(value: dict, label: str, annotator: str, session: ReviewSession) -> tup
     scan, a = _require(session)
     if label not in CLASSES:
         raise ReviewError(f"Choose the label ({', '.join(CLASSES)}) before saving.")
-    mask = editing.mask_from_editor(value, scan.shape)
+    annotator = " ".join(re.sub(r"[\x00-\x1f\x7f]+", " ", annotator or "").split())  # one plain line
+    if len(annotator) > MAX_ANNOTATOR:
+        raise ReviewError(f"The annotator's name is {len(annotator):,} characters; use at most {MAX_ANNOTATOR} "
+                          "(a name or initials).")
+    mask = _mask(value, scan)
     if label == "normal" and mask.any():
         raise ReviewError("A normal scan has no lesion: clear the mask, or choose benign or malignant.")
     if label != "normal" and not mask.any():
         raise ReviewError(f"A {label} case needs its lesion painted; draw the mask or choose normal.")
     saved = export.save_case(session.export_dir, export.Annotation(
         scan=scan, label=label, label_set_by="model" if label == a.label else "annotator", mask=mask,
-        annotator=(annotator or "").strip() or "anonymous", model_mask=a.mask, model_label=a.label,
+        annotator=annotator or "anonymous", model_mask=a.mask, model_label=a.label,
         probabilities=a.probabilities, per_model=a.per_model, model_versions=a.model_versions,
         started_at=session.opened_at))
     zip_path = export.zip_export(session.export_dir, session.workspace / "sonomark-export.zip")
     dice = saved.entry["dice_model_vs_final"]
+    where = "in this session's export (download the zip to keep it)" if is_public() else f"in `{session.export_dir}`"
     return (f"Saved **{saved.case_id}** revision {saved.revision} as {label} "
-            f"(Dice model vs yours {dice:.2f}) in `{session.export_dir}`.", str(zip_path))
+            f"(Dice model vs yours {dice:.2f}) {where}.", str(zip_path))
+
+
+def _mask(value: dict, scan: Scan) -> np.ndarray:
+    try:
+        return editing.mask_from_editor(value, scan.shape)
+    except editing.LayerError as exc:
+        raise ReviewError(str(exc)) from exc
 
 
 def _require(session: ReviewSession | None) -> tuple[Scan, Analysis]:

@@ -78,27 +78,45 @@ def editor_value(display_rgb: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     return {"background": background, "layers": [to_canvas(mask_layer(mask), nearest=True)], "composite": None}
 
 
+class LayerError(ValueError):
+    """A mask layer that does not fit the scan; the message says what to send instead."""
+
+
+def _painted(layer: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(layer)
+    if arr.ndim != 3 or arr.shape[2] != 4:
+        raise LayerError(f"a mask layer must be RGBA, painted where alpha > {ALPHA_THRESHOLD}; this one has shape "
+                         f"{arr.shape}: send a transparent PNG with the lesion painted")
+    painted = arr[..., 3] > ALPHA_THRESHOLD
+    h, w = shape
+    if painted.shape == (CANVAS[1], CANVAS[0]) and painted.shape != (h, w):
+        return from_canvas(painted, shape)
+    if painted.shape != (h, w):
+        lh, lw = painted.shape
+        # Another size is taken only as the same picture at another scale: same aspect ratio, not much smaller
+        if abs(lw / lh - w / h) > 0.02 * (w / h) or 2 * min(lh, lw) < min(h, w):
+            raise LayerError(f"the mask layer is {lw}x{lh} pixels, but the scan is {w}x{h} (and the editor canvas "
+                             f"{CANVAS[0]}x{CANVAS[1]}); paint the mask at the scan's size")
+        painted = cv2.resize(painted.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return painted
+
+
 def mask_from_editor(value: dict | None, shape: tuple[int, int]) -> np.ndarray:
     """The union of the editor's painted layers as a bool mask of ``shape`` (height, width).
 
     Canvas-sized layers (from the browser) are mapped back through the scan's frame; scan-sized
-    layers (e.g. from an API client) are taken as they are; any other size is resized.
+    layers (e.g. from an API client) are taken as they are; the same picture at another scale is
+    resized. Raises ``LayerError`` for anything else, and for a layer painted everywhere (an opaque
+    image sent as a layer), rather than guess.
     """
     mask = np.zeros(shape, bool)
     for layer in (value or {}).get("layers") or []:
         if layer is None:
             continue
-        arr = np.asarray(layer)
-        if arr.ndim == 3 and arr.shape[2] == 4:
-            painted = arr[..., 3] > ALPHA_THRESHOLD
-        elif arr.ndim == 3:
-            painted = arr.max(axis=2) > ALPHA_THRESHOLD
-        else:
-            painted = arr > ALPHA_THRESHOLD
-        if painted.shape == (CANVAS[1], CANVAS[0]) and painted.shape != tuple(shape):
-            painted = from_canvas(painted, shape)
-        elif painted.shape != tuple(shape):
-            painted = cv2.resize(painted.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+        painted = _painted(layer, shape)
+        if painted.all():
+            raise LayerError("the mask layer is painted everywhere (an opaque image?); paint only the lesion and "
+                             "leave the rest transparent")
         mask |= painted
     return mask
 

@@ -76,6 +76,20 @@ def write_rows(csv_path: Path, rows: list[dict[str, str]]) -> None:
     tmp.replace(csv_path)
 
 
+def _predict_one(path: Path, out: Path, analyzer: Analyzer, overlays: bool, frame: int | None) -> dict[str, str]:
+    scan = read_scan(path, frame=frame)
+    a = analyzer.analyze(scan)
+    name = output_name(path)
+    mask_rel = f"masks/{name}.png"
+    Image.fromarray(a.mask.astype(np.uint8) * 255).save(out / mask_rel)
+    overlay_rel = ""
+    if overlays:
+        (out / "overlays").mkdir(exist_ok=True)
+        overlay_rel = f"overlays/{name}.png"
+        Image.fromarray(overlay_mask(scan.display, a.mask)).save(out / overlay_rel)
+    return row_for(path, a, mask_rel, overlay_rel)
+
+
 def predict(inputs: list[Path], out: Path, analyzer: Analyzer, overlays: bool = False, sort: str | None = None,
             frame: int | None = None, progress: bool = True) -> list[dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
@@ -86,21 +100,13 @@ def predict(inputs: list[Path], out: Path, analyzer: Analyzer, overlays: bool = 
     todo = [p for p in inputs if str(p) not in done]
     for path in tqdm(todo, desc="pre-annotating", unit="scan", disable=not progress):
         try:
-            scan = read_scan(path, frame=frame)
+            rows.append(_predict_one(path, out, analyzer, overlays, frame))
         except ScanError as exc:
             rows.append({**{c: "" for c in COLUMNS}, "path": str(path), "error": f"{exc.kind}: {exc}"})
-            write_rows(csv_path, rows)
-            continue
-        a = analyzer.analyze(scan)
-        name = output_name(path)
-        mask_rel = f"masks/{name}.png"
-        Image.fromarray(a.mask.astype(np.uint8) * 255).save(out / mask_rel)
-        overlay_rel = ""
-        if overlays:
-            (out / "overlays").mkdir(exist_ok=True)
-            overlay_rel = f"overlays/{name}.png"
-            Image.fromarray(overlay_mask(scan.display, a.mask)).save(out / overlay_rel)
-        rows.append(row_for(path, a, mask_rel, overlay_rel))
+        except Exception as exc:  # noqa: BLE001 - one file's failure is that file's row, never the run's end
+            rows.append({**{c: "" for c in COLUMNS}, "path": str(path),
+                         "error": f"failed: {type(exc).__name__}: {exc}"})
+            print(f"warning: {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
         write_rows(csv_path, rows)  # after every scan: a stopped run loses nothing
     if sort == "uncertainty":  # the review queue: most uncertain first, unreadable files last
         rows.sort(key=lambda r: (r["error"] != "", -float(r["uncertainty"] or 0)))

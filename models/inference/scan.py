@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # ~6300 x 6300; ultrasound frames are far smaller
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "MPO", "DICOM")
 CM_UNITS = 3  # DICOM PhysicalUnitsXDirection: 3 = cm
+MAX_ASPECT = 8.0  # width / height (or height / width): ultrasound frames are 1:1 to 2:1, panoramic views ~4:1
+SPACING_MM = (1e-3, 10.0)  # a plausible pixel size; outside it a calibration is refused and measures stay in pixels
 REGION_2D = 1  # DICOM RegionSpatialFormat: 1 = 2D tissue or flow
 
 
 class ScanError(ValueError):
     """A scan that cannot be read; ``kind`` is one of empty, too_large, not_image, truncated,
-    unsupported, multiframe, compressed_dicom, bad_frame, no_pixels."""
+    unsupported, multiframe, compressed_dicom, bad_frame, no_pixels, bad_shape, bad_header."""
 
     def __init__(self, kind: str, name: str, message: str):
         self.kind = kind
@@ -44,6 +47,7 @@ class Scan:
     spacing_mm: tuple[float, float] | None = None  # (row, column) size of one pixel in mm
     spacing_source: str | None = None  # "ultrasound region", "PixelSpacing"
     frame: int | None = None
+    spacing_refused: str | None = None  # why a calibration in the file was not used (measurements in pixels)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -87,6 +91,10 @@ def _read_raster(data: bytes, name: str) -> tuple[np.ndarray, str, str]:
             if fmt not in FORMATS:
                 raise ScanError("unsupported", name, f"{fmt} images are not supported; save it as PNG or JPEG")
             w, h = im.size
+            if min(w, h) >= 1 and max(w, h) > MAX_ASPECT * min(w, h):
+                raise ScanError("bad_shape", name, f"{w}x{h} pixels is not the shape of a scan (more than "
+                                                   f"{MAX_ASPECT:g} times as wide as high or the reverse); crop the "
+                                                   "image to the scan")
             if w * h > MAX_PIXELS:
                 raise ScanError("too_large", name, f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit; "
                                                    "downscale the image or crop it to the scan")
@@ -142,6 +150,9 @@ def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, 
     if "PixelData" not in ds:
         raise ScanError("no_pixels", name, "the DICOM file holds no image (no PixelData); export the image itself")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if min(rows, cols) >= 1 and max(rows, cols) > MAX_ASPECT * min(rows, cols):
+        raise ScanError("bad_shape", name, f"{cols}x{rows} pixels is not the shape of a scan (more than {MAX_ASPECT:g} "
+                                           "times as wide as high or the reverse)")
     if rows * cols > MAX_PIXELS:
         raise ScanError("too_large", name, f"{cols}x{rows} pixels is over the {MAX_PIXELS:,}-pixel limit")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -175,11 +186,26 @@ def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, 
         arr = _to_uint8(arr, bits if arr.dtype != np.uint8 else None)
     else:
         raise ScanError("unsupported", name, f"photometric interpretation {photometric} is not supported")
-    spacing, source = _region_spacing(ds), "ultrasound region"
-    if spacing is None and "PixelSpacing" in ds:
-        spacing, source = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])), "PixelSpacing"
+    try:
+        spacing, source = _region_spacing(ds), "ultrasound region"
+        if spacing is None and "PixelSpacing" in ds:
+            spacing, source = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])), "PixelSpacing"
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:  # a malformed calibration, not a bad image
+        spacing, source = (math.nan, math.nan), f"the calibration ({type(exc).__name__}: {exc})"
     mode = f"{photometric} {bits}-bit"
     return arr, mode, spacing, source if spacing else None, frame
+
+
+def _checked_spacing(spacing: tuple[float, float] | None, source: str | None
+                     ) -> tuple[tuple[float, float] | None, str | None, str | None]:
+    """(spacing, source, refusal): a calibration is used only if both values are finite and plausible."""
+    if spacing is None:
+        return None, None, None
+    lo, hi = SPACING_MM
+    if all(math.isfinite(v) and lo <= v <= hi for v in spacing):
+        return spacing, source, None
+    return None, None, (f"{source} gives {spacing[0]:g} x {spacing[1]:g} mm per pixel, not a valid calibration "
+                        f"({lo:g}-{hi:g} mm); measured in pixels")
 
 
 def read_scan(source: str | Path | bytes, name: str | None = None, frame: int | None = None) -> Scan:
@@ -190,30 +216,41 @@ def read_scan(source: str | Path | bytes, name: str | None = None, frame: int | 
         try:
             size = path.stat().st_size
             if size > MAX_FILE_BYTES:
-                raise ScanError("too_large", name, f"{size / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")
+                raise ScanError("too_large", name, f"{size:,} bytes is over the {MAX_FILE_BYTES // 2**20} MB ({MAX_FILE_BYTES:,}-byte) limit")
             data = path.read_bytes()
         except OSError as exc:
             raise ScanError("not_image", name, f"cannot be read ({exc.strerror or exc})") from exc
     else:
         data, name = bytes(source), name or "upload"
         if len(data) > MAX_FILE_BYTES:
-            raise ScanError("too_large", name, f"{len(data) / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")
+            raise ScanError("too_large", name, f"{len(data):,} bytes is over the {MAX_FILE_BYTES // 2**20} MB ({MAX_FILE_BYTES:,}-byte) limit")
     name = Path(name).name or "upload"
     if not data:
         raise ScanError("empty", name, "the file is empty (0 bytes); upload the scan again")
     digest = hashlib.sha256(data).hexdigest()
-    if _is_dicom(data):
-        arr, mode, spacing, spacing_source, frame = _read_dicom(data, name, frame)
-        fmt = "DICOM"
-    else:
-        if frame not in (None, 0):
-            raise ScanError("bad_frame", name, f"frame {frame} asked for, but this is a single image")
-        arr, fmt, mode = _read_raster(data, name)
-        spacing = spacing_source = None
-        frame = None
-    if arr.size == 0 or min(arr.shape[:2]) < 8:
+    try:
+        if _is_dicom(data):
+            arr, mode, spacing, spacing_source, frame = _read_dicom(data, name, frame)
+            fmt = "DICOM"
+        else:
+            if frame not in (None, 0):
+                raise ScanError("bad_frame", name, f"frame {frame} asked for, but this is a single image")
+            arr, fmt, mode = _read_raster(data, name)
+            spacing = spacing_source = None
+            frame = None
+    except ScanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom and Pillow raise many kinds on inconsistent headers
+        raise ScanError("bad_header", name, f"the file's header is inconsistent ({type(exc).__name__}: {exc}); "
+                                            "export the image again") from exc
+    if arr.size == 0 or arr.ndim < 2 or min(arr.shape[:2]) < 8:
         raise ScanError("no_pixels", name, f"{arr.shape[1] if arr.ndim > 1 else 0}x{arr.shape[0]} pixels is too small "
                                            "to be a scan")
+    h, w = arr.shape[:2]
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        raise ScanError("bad_shape", name, f"{w}x{h} pixels is not the shape of a scan (more than {MAX_ASPECT:g} times "
+                                           "as wide as high or the reverse); crop the image to the scan")
+    spacing, spacing_source, refused = _checked_spacing(spacing, spacing_source)
     gray, display = _views(np.ascontiguousarray(arr))
     return Scan(name=name, gray=gray, display=display, sha256=digest, format=fmt, mode=mode,
-                spacing_mm=spacing, spacing_source=spacing_source, frame=frame)
+                spacing_mm=spacing, spacing_source=spacing_source, frame=frame, spacing_refused=refused)

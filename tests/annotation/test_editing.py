@@ -92,3 +92,20 @@ def test_grabcut_snaps_a_rough_mask_to_the_lesion():
     refined = editing.grabcut_refine(gray.astype(np.uint8), rough)
     assert dice_iou(refined, lesion)[0] > 0.9 > dice_iou(rough, lesion)[0]
     assert not editing.grabcut_refine(gray.astype(np.uint8), np.zeros_like(rough)).any()
+
+
+def test_layers_that_do_not_fit_the_scan_are_refused_not_stretched():
+    import pytest
+    tiny = np.zeros((2, 2, 4), np.uint8)
+    tiny[0, 0, 3] = 255  # one painted pixel: stretched, it was a quarter of the scan
+    with pytest.raises(editing.LayerError, match="the mask layer is 2x2 pixels, but the scan is 120x90"):
+        editing.mask_from_editor({"layers": [tiny]}, (90, 120))
+    grey = np.full((90, 120), 200, np.uint8)  # a greyscale layer has no alpha to read paint from
+    with pytest.raises(editing.LayerError, match="must be RGBA"):
+        editing.mask_from_editor({"layers": [grey]}, (90, 120))
+    opaque = np.full((90, 120, 4), 255, np.uint8)  # an RGB picture converted to RGBA: alpha everywhere
+    with pytest.raises(editing.LayerError, match="painted everywhere"):
+        editing.mask_from_editor({"layers": [opaque]}, (90, 120))
+    other_shape = editing.mask_layer(disc((90, 90), 45, 45, 20))
+    with pytest.raises(editing.LayerError, match="90x90 pixels"):
+        editing.mask_from_editor({"layers": [other_shape]}, (90, 120))

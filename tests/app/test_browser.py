@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
 from tests.app.test_app_e2e import running_app
+from tests.conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("SONOMARK_ARTIFACTS", REPO / "test-artifacts"))

@@ -131,3 +131,37 @@ def test_the_app_deletes_a_workspace_with_its_state_and_when_its_browser_session
     review.end_browser_session(None)  # an API call without a session: nothing to end
     assert other.workspace.exists()
     review.close_session(other)
+
+
+def test_hostile_saves_are_refused_with_a_message(session):
+    s = review.open_scan(review.examples()[1], session)
+    painted = np.zeros(s.scan.shape, bool)
+    painted[10:40, 10:40] = True
+    value = editing.editor_value(s.scan.display, painted)
+    with pytest.raises(review.ReviewError, match="200,000 characters; use at most 100"):
+        review.save(value, "benign", "x" * 200_000, s)
+    tiny = np.zeros((2, 2, 4), np.uint8)
+    tiny[0, 0, 3] = 255
+    with pytest.raises(review.ReviewError, match="mask layer is 2x2"):
+        review.save({"background": None, "layers": [tiny], "composite": None}, "benign", "dr. b", s)
+    status, _ = review.save(value, "benign", "dr.\n b\x00", s)
+    entry = export.read_manifest(s.export_dir)[-1]
+    assert entry["annotator"] == "dr. b"
+
+
+def test_a_failed_analysis_leaves_no_workspace_and_public_messages_no_server_path(engine, monkeypatch, tmp_path):
+    monkeypatch.setattr(review, "analyzer", lambda: engine)
+    monkeypatch.setenv("SONOMARK_PUBLIC", "1")
+    before = set(review.sessions_root().iterdir())
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    for _ in range(3):
+        with pytest.raises(review.ReviewError, match="bad.png"):
+            review.open_scan(str(bad), None, owner="visitor")
+    assert set(review.sessions_root().iterdir()) == before
+    s = review.open_scan(review.examples()[1], None, owner="visitor")
+    painted = np.zeros(s.scan.shape, bool)
+    painted[10:40, 10:40] = True
+    status, zip_path = review.save(editing.editor_value(s.scan.display, painted), "benign", "v", s)
+    assert str(s.workspace) not in status and str(review.sessions_root()) not in status and "/tmp" not in status
+    review.close_session(s)

@@ -79,3 +79,25 @@ def test_sort_by_uncertainty_and_exit_codes(tmp_path, inputs, weights_dir, capsy
     assert predict.main([str(bad), "--out", str(tmp_path / "o2"), "--weights", str(weights_dir)]) == 1
     assert predict.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3"), "--weights", str(weights_dir)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_file_that_breaks_the_analysis_is_its_own_error_row_and_the_run_goes_on(tmp_path, inputs, weights_dir,
+                                                                                   monkeypatch, capsys):
+    engine = Analyzer(weights_dir)
+    real = engine.analyze
+
+    def analyze(scan, *a, **k):
+        if scan.name == "scan 0.png":
+            raise AttributeError("'NoneType' object has no attribute 'x'")  # any bug, not a ScanError
+        return real(scan, *a, **k)
+
+    monkeypatch.setattr(engine, "analyze", analyze)
+    out = tmp_path / "out"
+    got = predict.predict(predict.find_inputs([inputs]), out, engine, progress=False)
+    bad = [r for r in got if r["path"].endswith("scan 0.png")]
+    assert len(got) == 4 and bad[0]["error"] == "failed: AttributeError: 'NoneType' object has no attribute 'x'"
+    assert sum(not r["error"] for r in got) == 2  # the scans after it were analysed
+    assert "scan 0.png: AttributeError" in capsys.readouterr().err
+    monkeypatch.setattr(engine, "analyze", real)  # fixed: a rerun retries the failed file only
+    again = predict.predict(predict.find_inputs([inputs]), out, engine, progress=False)
+    assert [r for r in again if r["path"].endswith("scan 0.png")][0]["error"] == ""

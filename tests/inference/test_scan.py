@@ -180,3 +180,61 @@ def test_paths_missing_files_and_names(tmp_path):
     with pytest.raises(ScanError, match="cannot be read"):
         read_scan(tmp_path / "absent.png")
     assert read_scan(path).gray.tobytes() == read_scan(path).gray.tobytes()
+
+
+def _frames_not_a_number() -> bytes:
+    data = dicom(GRAY, NumberOfFrames=1)
+    at = data.index(b"\x28\x00\x08\x00IS\x02\x00")  # (0028,0008) IS, 2 bytes: "1 " becomes "ab"
+    return data[:at + 8] + b"ab" + data[at + 10:]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: dicom(GRAY, WindowCenter=128, WindowWidth=0),  # ValueError inside the VOI LUT
+    _frames_not_a_number,  # ValueError reading the frame count
+    lambda: dicom(GRAY, SamplesPerPixel=3),  # MONOCHROME2, 3 samples, no PlanarConfiguration: AttributeError
+], ids=["window-width-0", "frames-not-a-number", "3-samples-monochrome"])
+def test_inconsistent_dicom_headers_are_a_typed_error_of_that_file(make):
+    with pytest.raises(ScanError, match="odd.dcm: the file's header is inconsistent") as err:
+        read_scan(make(), name="odd.dcm")
+    assert err.value.kind == "bad_header"
+
+
+def test_a_malformed_calibration_leaves_the_scan_readable_in_pixels():
+    scan = read_scan(dicom(GRAY, region=False, PixelSpacing=[0.2]), name="one-value.dcm")  # TypeError on [1]
+    assert np.array_equal(scan.gray, GRAY) and scan.spacing_mm is None
+    assert "not a valid calibration" in scan.spacing_refused
+
+
+@pytest.mark.parametrize("spacing", [[float("nan"), 0.1], [float("inf"), 0.1], [0.0, 0.0], [-0.1, -0.1], [1e300, 1e300]])
+def test_an_invalid_calibration_is_refused_and_measures_stay_in_pixels(spacing):
+    scan = read_scan(dicom(GRAY, region=False, PixelSpacing=spacing), name="cal.dcm")
+    assert scan.spacing_mm is None and scan.spacing_source is None
+    assert "not a valid calibration" in scan.spacing_refused and "measured in pixels" in scan.spacing_refused
+
+
+def test_an_invalid_ultrasound_region_is_refused_too():
+    from pydicom import dcmread
+    ds = dcmread(io.BytesIO(dicom(GRAY)))
+    ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX = 1e300
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    scan = read_scan(buf.getvalue(), name="region.dcm")
+    assert scan.spacing_mm is None and "ultrasound region" in scan.spacing_refused
+
+
+def test_a_scan_of_no_scan_shape_is_refused_before_it_is_decoded():
+    # 8 x 5,000,000 all-zero pixels: a 39 KB PNG within the pixel limit that once stalled the server
+    data = encode(Image.new("L", (5_000_000, 8)), "PNG", optimize=False)
+    assert len(data) < 1_000_000
+    with pytest.raises(ScanError, match="not the shape of a scan") as err:
+        read_scan(data, name="strip.png")
+    assert err.value.kind == "bad_shape"
+    with pytest.raises(ScanError, match="not the shape of a scan"):
+        read_scan(dicom(np.zeros((8, 200), np.uint8)), name="strip.dcm")
+    assert read_scan(encode(Image.new("L", (400, 100)), "PNG")).shape == (100, 400)  # a 4:1 panorama is fine
+
+
+def test_a_file_over_the_size_limit_says_by_how_much():
+    from models.inference.scan import MAX_FILE_BYTES
+    with pytest.raises(ScanError, match=f"{MAX_FILE_BYTES + 1:,} bytes is over the 64 MB"):
+        read_scan(b"\0" * (MAX_FILE_BYTES + 1), name="big.png")

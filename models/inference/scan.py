@@ -98,6 +98,10 @@ def _read_raster(data: bytes, name: str) -> tuple[np.ndarray, str, str]:
             if w * h > MAX_PIXELS:
                 raise ScanError("too_large", name, f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit; "
                                                    "downscale the image or crop it to the scan")
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:  # multi-page TIFF, animated PNG/WebP: reading the first silently could be the wrong one
+                raise ScanError("multiframe", name, f"{frames} images in one {fmt} file; save the frame to read as an "
+                                                    "image of its own")
             im = ImageOps.exif_transpose(im)
             im.load()
     except ScanError:
@@ -141,7 +145,7 @@ def _region_spacing(ds) -> tuple[float, float] | None:
 def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, str, tuple | None, str | None, int | None]:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -172,8 +176,14 @@ def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     bits = int(ds.get("BitsStored", 8) or 8)
     if photometric.startswith("MONOCHROME"):
+        # The DICOM pipeline: stored values -> modality LUT (RescaleSlope/Intercept) -> VOI (window) -> display.
+        # Signed or rescaled values are mapped by their own range; unsigned raw ones by their bit depth.
+        rescaled = int(ds.get("PixelRepresentation", 0) or 0) == 1 or "RescaleSlope" in ds or "ModalityLUTSequence" in ds
+        values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64) if rescaled else arr
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            arr = _to_uint8(np.asarray(apply_voi_lut(arr, ds), dtype=np.float64))
+            arr = _to_uint8(np.asarray(apply_voi_lut(values, ds), dtype=np.float64))
+        elif rescaled:
+            arr = _to_uint8(values)
         else:
             arr = _to_uint8(arr, bits if arr.dtype != np.uint8 else None)
         if photometric == "MONOCHROME1":

@@ -238,3 +238,24 @@ def test_a_file_over_the_size_limit_says_by_how_much():
     from models.inference.scan import MAX_FILE_BYTES
     with pytest.raises(ScanError, match=f"{MAX_FILE_BYTES + 1:,} bytes is over the 64 MB"):
         read_scan(b"\0" * (MAX_FILE_BYTES + 1), name="big.png")
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG", "WEBP"])
+def test_a_file_of_several_images_is_refused_rather_than_read_at_its_first(fmt):
+    frames = [Image.fromarray(GRAY), Image.fromarray(255 - GRAY)]
+    kw = {"lossless": True} if fmt == "WEBP" else {}
+    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], **kw)
+    with pytest.raises(ScanError, match=f"2 images in one {fmt} file") as err:
+        read_scan(data, name=f"two.{fmt.lower()}")
+    assert err.value.kind == "multiframe"
+
+
+def test_signed_and_rescaled_dicom_values_keep_their_order():
+    signed = GRAY.astype(np.int16) * 8 - 1000  # -1000 .. 1040: a third of the pixels below zero
+    scan = read_scan(dicom(signed, PixelRepresentation=1), name="signed.dcm")
+    order = np.argsort(signed, axis=None, kind="stable")
+    assert (np.diff(scan.gray.ravel()[order].astype(int)) >= 0).all()  # monotonic: nothing below zero is clipped
+    assert scan.gray.min() == 0 and scan.gray.max() == 255
+    assert len(np.unique(scan.gray[signed < 0])) > 50  # the negative values still differ from each other
+    inverted = read_scan(dicom(GRAY.astype(np.uint16), RescaleSlope=-1, RescaleIntercept=255), name="slope.dcm")
+    assert np.abs(inverted.gray.astype(int) - (255 - GRAY)).max() <= 1  # the slope is applied, not ignored

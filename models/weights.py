@@ -166,18 +166,19 @@ def ship_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sonomark ship", description=ship.__doc__.split("\n")[0])
     ap.add_argument("names", nargs="+", choices=list(REGISTRY))
     ap.add_argument("--runs", type=Path, default=Path(os.environ.get("SONOMARK_RUNS", REPO / "runs")))
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="the weights folder (default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="ship even if it does not beat the shipped weights")
     args = ap.parse_args(argv)
     for name in args.names:
-        ship(name, args.runs, force=args.force)
+        ship(name, args.runs, args.weights, force=args.force)
     return 0
 
 
 def verify_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sonomark verify", description="Check every shipped weights file against "
                                  "the manifest's checksum and size.")
-    ap.parse_args(argv)
-    manifest = Manifest.read()
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="the weights folder (default: %(default)s)")
+    manifest = Manifest.read(ap.parse_args(argv).weights)
     total = 0
     for name in manifest.shipped():
         path = manifest.verify(name)

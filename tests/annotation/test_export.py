@@ -177,6 +177,16 @@ def test_coco_is_valid_and_matches_the_masks(tmp_path):
     assert coco.loadCats(ann["category_id"])[0]["name"] == "malignant"
     assert np.array_equal(coco.annToMask(ann).astype(bool), np.asarray(Image.open(a.mask_path)) > 0)
     assert ann["area"] == float(disc((60, 80), 40, 30, 10).sum())
+    # the fields COCO readers use, as the standard spells them (mutation testing found them unchecked)
+    ys, xs = np.nonzero(disc((60, 80), 40, 30, 10))
+    assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    assert ann["iscrowd"] == 0 and ann["id"] == 1 and ann["image_id"] in coco.getImgIds()
+    assert sorted(coco.getImgIds()) == [1, 2] and sorted(coco.getCatIds()) == [1, 2]
+    assert [c["name"] for c in coco.loadCats([1, 2])] == ["benign", "malignant"]
+    img = coco.loadImgs(ann["image_id"])[0]
+    assert (tmp_path / img["file_name"]) == a.image_path and (img["width"], img["height"]) == (80, 60)
+    assert img["sonomark_case_id"] == a.case_id and img["sonomark_label"] == "malignant"
+    assert coco.dataset["info"] == {"description": "SonoMark export", "version": export.APP_VERSION}
 
 
 def test_zip_holds_the_export(tmp_path):

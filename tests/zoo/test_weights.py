@@ -1,0 +1,75 @@
+"""The weights manifest without training: verified loading, refusals, and the identity metrics record.
+
+Shipped from untrained models (``ship_random``), so that these checks run in seconds; the pipeline
+tests ship trained ones.
+"""
+import shutil
+
+import pytest
+
+from models import weights
+from tests.inference.test_analysis import ship_random
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    return ship_random(tmp_path_factory.mktemp("w"), ("resnet18", "unet_lite0"))
+
+
+@pytest.fixture
+def copy(shipped, tmp_path):
+    return shutil.copytree(shipped, tmp_path / "w")
+
+
+def test_tampered_or_missing_weights_fail_loudly(copy):
+    blob = bytearray((copy / "unet_lite0.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (copy / "unet_lite0.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(weights.WeightsError, match="sha256"):
+        weights.Manifest.read(copy).load("unet_lite0")
+    (copy / "resnet18.safetensors").unlink()
+    with pytest.raises(weights.WeightsError, match="missing"):
+        weights.Manifest.read(copy).verify("resnet18")
+    with pytest.raises(weights.WeightsError, match="no shipped weights for 'vgg19_bn'"):
+        weights.Manifest.read(copy).verify("vgg19_bn")
+
+
+def test_weights_that_no_longer_fit_the_registry_are_refused(copy):
+    manifest = weights.Manifest.read(copy)
+    manifest.models["unet_lite0"]["input"]["input_size"] += 32  # trained at another size than the registry says
+    manifest.write()
+    with pytest.raises(weights.WeightsError, match="registry now says"):
+        weights.Manifest.read(copy).verify("unet_lite0")
+    assert weights.Manifest.read(copy).verify("resnet18").is_file()  # the untouched entry still loads
+
+
+def test_a_manifest_of_another_format_is_refused(copy):
+    manifest = weights.Manifest.read(copy)
+    manifest.data["format_version"] = 99
+    manifest.write()
+    with pytest.raises(weights.WeightsError, match="format 99, expected 1"):
+        weights.Manifest.read(copy)
+
+
+def test_the_identity_changes_with_any_file_or_calibration(copy):
+    before = weights.Manifest.read(copy).identity()
+    assert before["models"] == {n: weights.sha256_file(copy / f"{n}.safetensors") for n in ("resnet18", "unet_lite0")}
+    manifest = weights.Manifest.read(copy)
+    manifest.models["resnet18"]["temperature"] = 1.5
+    manifest.write()
+    recalibrated = weights.Manifest.read(copy).identity()
+    assert recalibrated["models"] == before["models"]
+    assert recalibrated["calibration_sha256"] != before["calibration_sha256"]
+    manifest.ensemble["fitted"] = {"threshold": 0.45}
+    manifest.write()
+    assert weights.Manifest.read(copy).identity()["calibration_sha256"] != recalibrated["calibration_sha256"]
+
+
+def test_verify_command_checks_every_file(copy, capsys):
+    assert weights.verify_main(["--weights", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18: resnet18.safetensors ok" in out and "unet_lite0: unet_lite0.safetensors ok" in out
+    assert "2 models," in out
+    (copy / "resnet18.safetensors").write_bytes(b"x")
+    with pytest.raises(weights.WeightsError, match="sha256"):
+        weights.verify_main(["--weights", str(copy)])

@@ -16,21 +16,17 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from models.data.masks import dice_iou
 from models.data.records import CLASSES
 from models.inference.ensemble import Fusion
 from models.inference.explain import Heatmap, explain
 from models.inference.measure import Measurements, measure
 from models.inference.postprocess import clean_mask
+from models.inference.review import review_reasons
 from models.inference.runtime import Runner, check_backend, make_runner
 from models.inference.scan import Scan
 from models.preprocess import resize_map, to_input
 from models.weights import WEIGHTS_DIR, Manifest
 from models.zoo import get_spec
-
-# When to ask a person to look: the ensemble is unsure, or its members disagree.
-MIN_CONFIDENCE = 0.6
-MIN_SEGMENTER_AGREEMENT = 0.7  # mean pairwise Dice of the masks of the segmenters with a say
 
 
 @dataclass(frozen=True)
@@ -50,30 +46,6 @@ class Analysis:
     threshold: float
     model_versions: dict[str, str]  # model -> first 12 hex of its weights' sha256
 
-
-def review_reasons(probs: np.ndarray, votes: dict[str, str], segmenter_masks: list[np.ndarray],
-                   mask: np.ndarray | None) -> list[str]:
-    """Why a person should look at this scan (none: no review needed).
-
-    ``probs``: the ensemble's calibrated probabilities in ``CLASSES`` order; ``votes``: the class each
-    classifier with a say picks; ``segmenter_masks``: the thresholded maps of the segmenters with a
-    say; ``mask``: the ensemble's cleaned lesion mask, or None when no segmenter is shipped.
-    """
-    label = CLASSES[int(np.argmax(probs))]
-    reasons = []
-    if len(set(votes.values())) > 1:
-        reasons.append("classifiers disagree: " + ", ".join(f"{n} says {v}" for n, v in votes.items()))
-    if probs.max() < MIN_CONFIDENCE:
-        reasons.append(f"ensemble unsure: top probability {probs.max():.2f} < {MIN_CONFIDENCE}")
-    if len(segmenter_masks) > 1:
-        pairs = [dice_iou(a, b)[0] for i, a in enumerate(segmenter_masks) for b in segmenter_masks[i + 1:]]
-        if np.mean(pairs) < MIN_SEGMENTER_AGREEMENT:
-            reasons.append(f"segmenters disagree: mean pairwise Dice {np.mean(pairs):.2f} < {MIN_SEGMENTER_AGREEMENT}")
-    if mask is not None and label == "normal" and mask.any():
-        reasons.append("called normal, yet a lesion is segmented")
-    elif mask is not None and label != "normal" and not mask.any():
-        reasons.append(f"called {label}, yet no lesion is segmented")
-    return reasons
 
 
 class _Clock:

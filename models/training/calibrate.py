@@ -74,7 +74,8 @@ def calibrate(manifest: Manifest, preds: CasePredictions, fingerprints: Mapping[
     temps = {n: fit_temperature(l, y) for n, l in preds.logits.items()}
     for n, t in temps.items():
         manifest.models[n]["temperature"] = round(t, 4)
-    fitted: dict = {"split": "val", "fingerprints": dict(fingerprints), "n_cases": len(y)}
+    fitted: dict = {"split": "val", "fingerprints": dict(fingerprints), "n_cases": len(y),
+                    "sources": sorted(set(preds.sources))}  # what it was fitted on (cross-site evaluation checks)
     if preds.logits:
         calibrated = {n: softmax(l, temps[n]) for n, l in preds.logits.items()}
         fitted["class_weights"] = fit_class_weights(calibrated, y)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,14 +24,19 @@ from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, SPLITS, load_verified
 from models.inference.ensemble import ENSEMBLE, CasePredictions, Fusion, predict_cases
 from models.inference.overlay import overlay_mask
+from models.inference.postprocess import clean_mask
+from models.inference.review import review_reasons
 from models.preprocess import resize_map
 from models.training.floors import FLOORS
 from models.training.metrics import (
     ClassificationMetrics,
+    Interval,
     SegmentationMetrics,
     classification_metrics,
+    review_flag_metrics,
     segmentation_metrics,
 )
+from models.training.model_card import CROSS_SITE
 from models.training.model_card import write as write_card
 from models.weights import WEIGHTS_DIR, Manifest
 
@@ -44,9 +50,11 @@ class DatasetEvaluation:
     classification: dict[str, ClassificationMetrics]  # model name or "ensemble"
     segmentation: dict[str, SegmentationMetrics]
     weights: dict = field(default_factory=dict)  # Manifest.identity() of the weights evaluated
+    review: dict[str, Interval] = field(default_factory=dict)  # does the ensemble's review flag single out errors
 
     def to_json(self) -> dict:
         return {"split": self.split, "fingerprint": self.fingerprint, "n_cases": self.n_cases, "weights": self.weights,
+                "review": {k: v.__dict__ for k, v in self.review.items()},
                 "classification": {k: v.to_json() for k, v in self.classification.items()},
                 "segmentation": {k: v.to_json() for k, v in self.segmentation.items()}}
 
@@ -78,7 +86,28 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
             t = fusion.threshold if name == ENSEMBLE else seg_threshold_per_model
             masks = [resize_map(p, m.shape) > t for p, m in zip(prob, truths)]
             seg[name] = segmentation_metrics(masks, truths, groups=groups, n_boot=n_boot)
-    return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg)
+    review = {}
+    if preds.logits:
+        flagged = review_flags(preds, fusion)
+        correct = fused.argmax(axis=1) == preds.labels
+        review = review_flag_metrics(correct, flagged, groups=groups, n_boot=n_boot)
+    return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg, review=review)
+
+
+def review_flags(preds: CasePredictions, fusion: Fusion) -> np.ndarray:
+    """Whether the analysis would flag each case for review: its own rule (``review_reasons``) on the
+    models' outputs, with masks at the segmenters' input size rather than the scan's."""
+    per_model, fused = fusion.classify(preds.logits)
+    voters = fusion.voters(per_model)
+    seg_voters = fusion.seg_voters(preds.seg_probs)
+    lesion = fusion.segment(preds.seg_probs) if preds.seg_probs else None
+    flags = []
+    for i in range(len(preds.labels)):
+        votes = {n: CLASSES[int(per_model[n][i].argmax())] for n in voters}
+        masks = [preds.seg_probs[n][i] > fusion.threshold for n in seg_voters]
+        mask = clean_mask(lesion[i] > fusion.threshold) if lesion is not None else None
+        flags.append(bool(review_reasons(fused[i], votes, masks, mask)))
+    return np.array(flags, bool)
 
 
 WORST_SHOWN = 8  # lesion images in the worst-cases gallery
@@ -216,6 +245,45 @@ def evaluate(data_dirs, split_path: Path = DEFAULT_SPLIT, weights: Path = WEIGHT
     return out
 
 
+class CrossSiteError(ValueError):
+    """Weights that cannot stand for an unseen site: they saw it, or do not say what they saw."""
+
+
+def seen_sources(manifest: Manifest) -> set[str]:
+    """Every source a shipped model was trained on or the ensemble was calibrated on."""
+    seen = {s for m in manifest.models.values() for s in m.get("train_config", {}).get("data", [])}
+    fitted = manifest.ensemble.get("fitted", {})
+    return seen | set(fitted.get("sources", fitted.get("fingerprints", {})))  # before "sources": every fingerprint
+
+
+def cross_site(data_dirs, weights_by_source: dict[str, Path], split_path: Path = DEFAULT_SPLIT, n_boot: int = 1000,
+               plots: Path | None = None, progress: bool = True) -> dict[str, DatasetEvaluation]:
+    """Each source's test split, analysed by weights that never saw that source (trained and calibrated on
+    the others): the proxy for a scanner the models have never met. The committed split decides the test
+    cases; the held-out source's train and validation cases are not used."""
+    split, cases = load_verified(data_dirs, split_path, progress=progress)
+    out = {}
+    for source, folder in weights_by_source.items():
+        manifest = Manifest.read(folder)
+        seen = seen_sources(manifest)
+        if not manifest.shipped() or not seen:
+            raise CrossSiteError(f"{folder}: no shipped models that record what they were trained on")
+        if source in seen:
+            raise CrossSiteError(f"{folder} saw {source} (trained or calibrated on {', '.join(sorted(seen))}); train "
+                                 f"with --data without it, ship with --weights {folder}, calibrate with --data "
+                                 "without it")
+        chosen = [c for c in split.select(cases, "test") if c.source == source]
+        if not chosen:
+            raise CrossSiteError(f"no {source} test cases in {', '.join(map(str, data_dirs))}")
+        fusion = Fusion.from_manifest(manifest)
+        preds = predict_cases(manifest, chosen, split.groups, progress=progress)
+        ev = evaluate_dataset(chosen, preds, fusion, "test", split.fingerprints[source], n_boot)
+        out[source] = replace(ev, weights={**manifest.identity(), "trained_on": sorted(seen)})
+        if plots:
+            write_plots(out[source], preds, fusion, plots, chosen)
+    return out
+
+
 def summary_lines(results: dict[str, DatasetEvaluation]) -> list[str]:
     lines = []
     for source, ev in results.items():
@@ -226,6 +294,10 @@ def summary_lines(results: dict[str, DatasetEvaluation]) -> list[str]:
                          f"ECE {s['ece'].value:.3f}")
         for name, m in ev.segmentation.items():
             lines.append(f"  {name:22s} Dice {m.scores['dice_mean']}  (median {m.scores['dice_median'].value:.3f})")
+        if ev.review:
+            r = ev.review
+            lines.append(f"  review flag: {r['flagged_share'].value:.0%} flagged; error rate flagged "
+                         f"{r['error_flagged']}, unflagged {r['error_unflagged']}")
         floors = FLOORS.get(source, {})
         got = ev.ensemble_scores()
         lines.append("  floors: " + ", ".join(f"{k} {got.get(k, float('nan')):.3f} {'>=' if got.get(k, -1) >= v else '<'} {v}"
@@ -240,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-name", default="test", choices=SPLITS)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--cross-site", nargs="+", metavar="SOURCE=WEIGHTS_DIR",
+                    help="evaluate each SOURCE's test split with weights that never saw it (trained and calibrated "
+                         f"on the other sources); writes {CROSS_SITE} and plots/cross_site/ in --weights")
     args = ap.parse_args(argv)
+    if args.cross_site:
+        return _cross_site_main(args)
     test = args.split_name == "test"
     plots = args.weights / "plots" if test else args.weights / "plots" / args.split_name
     results = evaluate(args.data, args.split, args.weights, args.split_name, args.n_boot, plots)
@@ -251,3 +328,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out} and plots in {plots}")
     return 0
 
+
+
+def _cross_site_main(args) -> int:
+    pairs = [item.split("=", 1) for item in args.cross_site]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        print(f"error: --cross-site takes SOURCE=WEIGHTS_DIR pairs, e.g. busi=runs/without-busi/weights; got "
+              f"{' '.join(args.cross_site)}", file=sys.stderr)
+        return 2
+    try:
+        results = cross_site(args.data, {s: Path(d) for s, d in pairs}, args.split, args.n_boot,
+                             args.weights / "plots" / "cross_site")
+    except CrossSiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = args.weights / CROSS_SITE
+    out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
+    print(f"wrote {write_card(args.weights)}")
+    print("\n".join(summary_lines(results)))
+    print(f"wrote {out} and plots in {args.weights / 'plots' / 'cross_site'}")
+    return 0

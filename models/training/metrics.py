@@ -16,6 +16,7 @@ from models.data.masks import dice_iou
 from models.data.records import CLASSES
 
 MALIGNANT = "malignant"
+NORMAL = "normal"
 ECE_BINS = 15
 
 
@@ -75,7 +76,8 @@ def _auc(y: np.ndarray, score: np.ndarray, k: int) -> float:
     return float(roc_auc_score(positive, score)) if 0 < positive.sum() < len(y) else math.nan
 
 
-def _class_scores(y: np.ndarray, probs: np.ndarray, labels: list[int], malignant: int | None) -> dict[str, float]:
+def _class_scores(y: np.ndarray, probs: np.ndarray, labels: list[int], malignant: int | None,
+                  normal: int | None = None) -> dict[str, float]:
     pred = probs.argmax(axis=1)
     out = {
         "accuracy": float((pred == y).mean()),
@@ -83,6 +85,10 @@ def _class_scores(y: np.ndarray, probs: np.ndarray, labels: list[int], malignant
         "weighted_f1": float(f1_score(y, pred, labels=labels, average="weighted", zero_division=0)),
         "ece": expected_calibration_error(y, probs),
     }
+    if normal is not None:  # lesion or not: what screening needs, whatever the lesion's class
+        is_normal, said_normal = y == normal, pred == normal
+        out["normal_recall"] = float(said_normal[is_normal].mean()) if is_normal.any() else math.nan
+        out["lesion_recall"] = float((~said_normal[~is_normal]).mean()) if (~is_normal).any() else math.nan
     if malignant is not None:
         is_mal, said_mal = y == malignant, pred == malignant
         out["malignant_auc"] = _auc(y, probs[:, malignant], malignant)
@@ -145,8 +151,9 @@ def classification_metrics(y_true: Sequence[str], probs: np.ndarray, class_names
     avg = list(average_over) if average_over is not None else [n for n in names if n in set(y_true)]
     labels = [names.index(n) for n in avg]
     malignant = names.index(MALIGNANT) if MALIGNANT in names and MALIGNANT in set(y_true) else None
-    point = _class_scores(y, probs, labels, malignant)
-    draws = group_bootstrap(lambda i: _class_scores(y[i], probs[i], labels, malignant),
+    normal = names.index(NORMAL) if NORMAL in names else None
+    point = _class_scores(y, probs, labels, malignant, normal)
+    draws = group_bootstrap(lambda i: _class_scores(y[i], probs[i], labels, malignant, normal),
                             _resolve_groups(groups, len(y)), n_boot, seed) if n_boot else {}
     pred = probs.argmax(axis=1)
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=range(len(names)), zero_division=0)
@@ -161,7 +168,8 @@ def segmentation_metrics(preds: Sequence[np.ndarray], truths: Sequence[np.ndarra
     """Dice / IoU on lesion images (truth not empty) and false-positive area on normal images.
 
     ``fp_area_mean`` is the mean fraction of a normal image's area predicted as lesion;
-    ``fp_image_rate`` the fraction of normal images with any lesion pixel predicted.
+    ``fp_image_rate`` the fraction of normal images with any lesion pixel predicted (false lesions);
+    ``empty_rate`` the fraction of lesion images with no lesion pixel predicted (missed lesions).
     """
     if len(preds) != len(truths):
         raise ValueError(f"{len(preds)} predictions for {len(truths)} truths")
@@ -174,7 +182,8 @@ def segmentation_metrics(preds: Sequence[np.ndarray], truths: Sequence[np.ndarra
         out = {}
         if len(les):
             out |= {"dice_mean": di[les, 0].mean(), "dice_median": np.median(di[les, 0]),
-                    "iou_mean": di[les, 1].mean(), "iou_median": np.median(di[les, 1])}
+                    "iou_mean": di[les, 1].mean(), "iou_median": np.median(di[les, 1]),
+                    "empty_rate": (fp[les] == 0).mean()}  # lesion images left without any lesion pixel
         if len(nor):
             out |= {"fp_area_mean": fp[nor].mean(), "fp_image_rate": (fp[nor] > 0).mean()}
         return {k: float(v) for k, v in out.items()}
@@ -184,3 +193,22 @@ def segmentation_metrics(preds: Sequence[np.ndarray], truths: Sequence[np.ndarra
     draws = group_bootstrap(scores, _resolve_groups(groups, len(truths)), n_boot, seed) if n_boot else {}
     return SegmentationMetrics(int(lesion.sum()), int((~lesion).sum()), di[lesion, 0].tolist(), di[lesion, 1].tolist(),
                                _intervals(point, draws, level))
+
+
+def review_flag_metrics(correct: Sequence[bool], flagged: Sequence[bool], groups: Sequence | None = None,
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Interval]:
+    """Does the review flag single out the errors? The share of cases flagged, and the error rate of the
+    flagged and of the unflagged cases (a useful flag: few flagged, most errors among them)."""
+    correct, flagged = np.asarray(correct, bool), np.asarray(flagged, bool)
+    if correct.shape != flagged.shape:
+        raise ValueError(f"{len(correct)} outcomes for {len(flagged)} flags")
+
+    def scores(i: np.ndarray) -> dict[str, float]:
+        c, f = correct[i], flagged[i]
+        return {"flagged_share": float(f.mean()),
+                "error_flagged": float((~c[f]).mean()) if f.any() else math.nan,
+                "error_unflagged": float((~c[~f]).mean()) if (~f).any() else math.nan}
+
+    point = scores(np.arange(len(correct)))
+    draws = group_bootstrap(scores, _resolve_groups(groups, len(correct)), n_boot, seed) if n_boot else {}
+    return _intervals(point, draws, level)

@@ -10,6 +10,8 @@ from models.training.floors import FLOORS
 from models.weights import WEIGHTS_DIR, Manifest
 from models.zoo import REGISTRY
 
+CROSS_SITE = "cross_site.json"  # written by `sonomark evaluate --cross-site`, beside metrics.json
+
 
 def _iv(d: dict | None) -> str:
     return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d else "—"
@@ -84,6 +86,29 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
                 f"![confusion](plots/{source}_confusion.png) ![roc](plots/{source}_roc_reliability.png) "
                 f"![dice](plots/{source}_dice.png)", "",
                 f"The lesion images where the ensemble's mask is worst: ![worst](plots/{source}_worst.png)", ""]
+    cross = json.loads((folder / CROSS_SITE).read_text()) if (folder / CROSS_SITE).is_file() else {}
+    lines += ["## Unseen sites (cross-site)", ""]
+    if cross:
+        lines += ["Each source's test split analysed by weights that never saw that source (trained and calibrated "
+                  "on the others), the proxy for a scanner the models have never met; the ensemble's figures, "
+                  "95% group-bootstrap intervals (`sonomark evaluate --cross-site SOURCE=WEIGHTS_DIR`).", "",
+                  "| held-out source | trained on | macro-F1 | malignant AUC | normal recall | lesion recall | ECE "
+                  "| mean Dice | lesion scans left empty | normal scans with a false lesion | flagged "
+                  "| error flagged / unflagged |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for source, ev in cross.items():
+            c = ev["classification"].get(ENSEMBLE, {}).get("scores", {})
+            s = ev["segmentation"].get(ENSEMBLE, {}).get("scores", {})
+            r = ev.get("review", {})
+            lines.append(f"| {source} ({ev['n_cases']} cases) | {', '.join(ev['weights'].get('trained_on', []))} | "
+                         f"{_iv(c.get('macro_f1'))} | {_iv(c.get('malignant_auc'))} | {_iv(c.get('normal_recall'))} | "
+                         f"{_iv(c.get('lesion_recall'))} | {_iv(c.get('ece'))} | {_iv(s.get('dice_mean'))} | "
+                         f"{_iv(s.get('empty_rate'))} | {_iv(s.get('fp_image_rate'))} | {_iv(r.get('flagged_share'))} | "
+                         f"{_iv(r.get('error_flagged'))} / {_iv(r.get('error_unflagged'))} |")
+        lines.append("")
+    else:
+        lines += ["Not measured for these weights yet: train, ship and calibrate without a source, then run "
+                  "`sonomark evaluate --cross-site SOURCE=WEIGHTS_DIR` (README, *Unseen sites*).", ""]
     lines += ["## Intended use and limitations", "",
               "- Intended for research and for pre-annotating scans that a person then corrects.",
               "- BUS-BRA has no normal class; BUSI's normal class is small (133 scans). Scans from other machines, "

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from models import weights
-from models.inference.analysis import Analyzer, review_reasons
+from models.inference.analysis import Analyzer
+from models.inference.review import review_reasons
 from models.inference.scan import read_scan
 from models.zoo import build_model
 

@@ -8,6 +8,7 @@ from models.training.metrics import (
     dice_iou,
     expected_calibration_error,
     group_bootstrap,
+    review_flag_metrics,
     segmentation_metrics,
 )
 
@@ -169,3 +170,33 @@ def test_grouped_intervals_are_wider_than_the_same_items_taken_one_by_one():
     seg_grouped = segmentation_metrics(masks, [truth] * len(masks), groups=groups, n_boot=400).scores["dice_mean"]
     seg_single = segmentation_metrics(masks, [truth] * len(masks), n_boot=400).scores["dice_mean"]
     assert seg_grouped.high - seg_grouped.low > 1.5 * (seg_single.high - seg_single.low)
+
+
+def test_screening_scores_count_lesion_against_no_lesion():
+    # normal: 1 of 2 called normal; lesions: 1 of 3 called normal (a benign one)
+    y = ["normal", "normal", "benign", "benign", "malignant"]
+    p = np.array([[0.1, 0.1, 0.8], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    s = classification_metrics(y, p, n_boot=0).scores
+    assert s["normal_recall"].value == pytest.approx(0.5)
+    assert s["lesion_recall"].value == pytest.approx(2 / 3)  # a benign called malignant still has its lesion
+    assert math.isnan(classification_metrics(["benign", "malignant"], p[2:4], n_boot=0).scores["normal_recall"].value)
+
+
+def test_missed_lesions_are_counted_as_empty_masks():
+    truth = np.zeros((4, 4), bool)
+    truth[1:3, 1:3] = True
+    empty = np.zeros((4, 4), bool)
+    m = segmentation_metrics([truth, empty, empty, empty], [truth, truth, truth, empty], n_boot=0)
+    assert m.scores["empty_rate"].value == pytest.approx(2 / 3)
+    assert m.scores["fp_image_rate"].value == 0
+
+
+def test_review_flag_metrics_compare_flagged_and_unflagged_errors():
+    correct = [True, True, True, False, False, True, False, True]
+    flagged = [False, False, False, True, True, True, False, False]
+    s = review_flag_metrics(correct, flagged, n_boot=50)
+    assert s["flagged_share"].value == pytest.approx(3 / 8)
+    assert s["error_flagged"].value == pytest.approx(2 / 3)
+    assert s["error_unflagged"].value == pytest.approx(1 / 5)
+    assert s["error_flagged"].low <= s["error_flagged"].value <= s["error_flagged"].high
+    assert math.isnan(review_flag_metrics([True], [False], n_boot=0)["error_flagged"].value)

@@ -218,3 +218,31 @@ def test_training_and_calibration_never_decode_the_test_split(world, tmp_path, m
     assert train.main(["--models", "efficientnet_lite0", "--data", *map(str, data), "--split", str(split_path),
                        "--runs", str(tmp_path / "runs"), "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
     assert set(read) == paths["train"] | paths["val"]
+
+
+def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp_path, capsys):
+    _, data, split_path, _, wdir = world
+    busi, busbra = data
+    unseen = tmp_path / "without-busi"
+    for name in ("efficientnet_lite0", "unet_lite0"):  # trained, shipped and calibrated on BUS-BRA alone
+        assert train.main(["--models", name, "--data", str(busbra), "--split", str(split_path), "--runs",
+                           str(tmp_path / "runs"), "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
+        assert weights.ship(name, tmp_path / "runs", unseen)
+    assert calibrate.main(["--data", str(busbra), "--split", str(split_path), "--weights", str(unseen)]) == 0
+    assert weights.Manifest.read(unseen).ensemble["fitted"]["sources"] == ["busbra"]
+    argv = ["--data", str(busi), str(busbra), "--split", str(split_path), "--weights", str(unseen), "--n-boot", "20"]
+    assert evaluate.main([*argv, "--cross-site", f"busi={unseen}"]) == 0
+    result = json.loads((unseen / "cross_site.json").read_text())
+    ev = result["busi"]
+    assert ev["split"] == "test" and ev["weights"]["trained_on"] == ["busbra"]
+    scores = ev["classification"]["ensemble"]["scores"]
+    assert {"macro_f1", "malignant_auc", "normal_recall", "lesion_recall", "ece"} <= set(scores)
+    assert {"dice_mean", "empty_rate"} <= set(ev["segmentation"]["ensemble"]["scores"])
+    assert {"flagged_share", "error_flagged", "error_unflagged"} == set(ev["review"])
+    card = (unseen / "README.md").read_text()
+    assert "## Unseen sites (cross-site)" in card and "| busi (" in card and "| busbra |" in card
+    assert (unseen / "plots" / "busi_confusion.png").exists() or (unseen / "plots" / "cross_site" / "busi_confusion.png").exists()
+    # weights that saw the source cannot stand for an unseen site
+    assert evaluate.main([*argv, "--cross-site", f"busi={wdir}"]) == 1
+    assert "saw busi" in capsys.readouterr().err
+    assert evaluate.main([*argv, "--cross-site", "busi"]) == 2

@@ -14,7 +14,8 @@ CROSS_SITE = "cross_site.json"  # written by `sonomark evaluate --cross-site`, b
 
 
 def _iv(d: dict | None) -> str:
-    return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d else "—"
+    """A value with its interval; a dash where there is none, or nothing to measure (NaN: no such cases)."""
+    return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d and d["value"] == d["value"] else "—"
 
 
 def _fine_tuned_from(config: dict) -> str:
@@ -80,9 +81,14 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
             ens_c = ev["classification"].get(ENSEMBLE, {}).get("scores", {})
             ens_s = ev["segmentation"].get(ENSEMBLE, {}).get("scores", {})
             got = {k: (ens_c.get(k) or ens_s.get(k) or {}).get("value") for k in floors}
+            review = ev.get("review", {})
             lines += ["", "Floors: " + ", ".join(
                 f"{k} {'—' if v is None else f'{v:.3f}'} {'meets' if v is not None and v >= f else 'misses'} {f}"
                 for (k, f), v in zip(floors.items(), got.values())), "",
+                f"Ensemble: normal recall {_iv(ens_c.get('normal_recall'))}, lesion recall "
+                f"{_iv(ens_c.get('lesion_recall'))}, lesion scans left empty {_iv(ens_s.get('empty_rate'))}. Review flag: "
+                f"{_iv(review.get('flagged_share'))} of scans flagged; error rate {_iv(review.get('error_flagged'))} "
+                f"flagged, {_iv(review.get('error_unflagged'))} unflagged.", "",
                 f"![confusion](plots/{source}_confusion.png) ![roc](plots/{source}_roc_reliability.png) "
                 f"![dice](plots/{source}_dice.png)", "",
                 f"The lesion images where the ensemble's mask is worst: ![worst](plots/{source}_worst.png)", ""]

@@ -2,6 +2,7 @@
 import io
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,49 @@ def test_annotation_validates(tmp_path):
         export.Annotation(scan, "benign", "annotator", np.zeros((5, 5), bool), "a")
     with pytest.raises(ValueError, match="not one of"):
         export.Annotation(scan, "cyst", "annotator", np.zeros(scan.shape, bool), "a")
+
+
+def test_the_atomic_write_stages_beside_its_target_and_cleans_up_when_the_rename_fails(tmp_path, monkeypatch):
+    import os
+
+    from models.data import sonomark
+    target = tmp_path / "manifest.jsonl"
+    target.write_bytes(b"old")
+    staged, real = [], os.replace
+
+    def cross_device(src, dst):
+        staged.append(Path(src))
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    with pytest.raises(OSError, match="cross-device"):
+        sonomark.write_atomic(target, b"new")
+    # staged in the target's folder (a rename is atomic only within one file system), hidden, and removed
+    assert staged[0].parent == tmp_path and staged[0].name.startswith(".manifest.jsonl.") and staged[0].suffix == ".tmp"
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    monkeypatch.setattr(os, "replace", real)
+    sonomark.write_atomic(target, b"new")
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_view_file_changed_in_place_is_restored_from_its_revision(tmp_path):
+    saved = export.save_case(tmp_path, annotation(make_scan(), r=8))
+    good = saved.mask_path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # same size, other bytes
+    saved.mask_path.write_bytes(bytes(bad))
+    case = read_dataset(tmp_path).cases[0]
+    assert saved.mask_path.read_bytes() == good
+    assert case.meta == {"source_sha256": saved.entry["source_sha256"], "revision": "1", "annotator": "dr. a"}
+    assert case.group_id == case.case_id == f"sonomark/{saved.case_id}"
+
+
+def test_an_export_whose_mask_no_longer_fits_its_scan_is_reported_not_read(tmp_path):
+    saved = export.save_case(tmp_path, annotation(make_scan(), r=8))
+    wrong = np.zeros((10, 10), np.uint8)
+    revision = tmp_path / "revisions" / saved.case_id / "r1" / "mask.png"
+    for path in (revision, saved.mask_path):  # the revision and its view: nothing left to repair from
+        Image.fromarray(wrong).save(path)
+    read = read_dataset(tmp_path)
+    assert not read.cases and [(p.path, p.kind) for p in read.problems] == [(saved.mask_path, "mask_size")]
+    assert "save the case again" in read.problems[0].message

@@ -200,3 +200,16 @@ def test_review_flag_metrics_compare_flagged_and_unflagged_errors():
     assert s["error_unflagged"].value == pytest.approx(1 / 5)
     assert s["error_flagged"].low <= s["error_flagged"].value <= s["error_flagged"].high
     assert math.isnan(review_flag_metrics([True], [False], n_boot=0)["error_flagged"].value)
+
+
+def test_review_flag_intervals_resample_the_groups_they_are_given():
+    correct = np.repeat([True, False, True, True, False, True], 6)
+    flagged = np.repeat([False, True, False, True, True, False], 6)
+    groups = np.repeat(list("abcdef"), 6)
+    grouped = review_flag_metrics(correct, flagged, groups=groups, n_boot=300, seed=1)
+    single = review_flag_metrics(correct, flagged, n_boot=300, seed=1)
+    width = lambda iv: iv.high - iv.low
+    assert width(grouped["flagged_share"]) > 1.5 * width(single["flagged_share"])
+    assert grouped == review_flag_metrics(correct, flagged, groups=groups, n_boot=300, seed=1)
+    with pytest.raises(ValueError, match="outcomes for"):
+        review_flag_metrics([True, False], [True])

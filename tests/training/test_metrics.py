@@ -199,7 +199,8 @@ def test_review_flag_metrics_compare_flagged_and_unflagged_errors():
     assert s["error_flagged"].value == pytest.approx(2 / 3)
     assert s["error_unflagged"].value == pytest.approx(1 / 5)
     assert s["error_flagged"].low <= s["error_flagged"].value <= s["error_flagged"].high
-    assert math.isnan(review_flag_metrics([True], [False], n_boot=0)["error_flagged"].value)
+    none_flagged = review_flag_metrics([True, False], [False, False], n_boot=0)
+    assert math.isnan(none_flagged["error_flagged"].value) and none_flagged["error_unflagged"].value == 0.5
 
 
 def test_review_flag_intervals_resample_the_groups_they_are_given():
@@ -213,3 +214,35 @@ def test_review_flag_intervals_resample_the_groups_they_are_given():
     assert grouped == review_flag_metrics(correct, flagged, groups=groups, n_boot=300, seed=1)
     with pytest.raises(ValueError, match="outcomes for"):
         review_flag_metrics([True, False], [True])
+
+
+def test_ece_matches_a_reference_with_many_bins_in_use():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet([2, 1, 1], 500)
+    # the sign of (accuracy - confidence) alternates across bins: with one sign everywhere, any binning gives
+    # the same ECE, and merged or shifted bins would go unnoticed
+    top, conf = probs.argmax(axis=1), probs.max(axis=1)
+    right = (conf < 0.6) | (conf > 14 / 15) | ((conf > 0.8) & (conf < 13 / 15)) | (np.arange(500) % 4 == 0)
+    y = np.where(right, top, (top + 1) % 3)
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    reference = 0.0
+    for b in range(15):  # bins (b/15, (b+1)/15], the first one closed at 0
+        lo, hi = b / 15, (b + 1) / 15
+        inside = (conf > lo) & (conf <= hi) if b else (conf >= lo) & (conf <= hi)
+        if inside.any():
+            reference += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    assert expected_calibration_error(y, probs) == pytest.approx(reference, abs=1e-12)
+
+
+def test_per_class_results_and_absent_classes():
+    m = classification_metrics(Y, P, n_boot=0)
+    assert m.n == 4 and m.per_class["benign"]["f1"] == pytest.approx(2 / 3) and m.per_class["malignant"]["support"] == 2
+    two = classification_metrics(["benign", "malignant"], P[:2], n_boot=0)
+    assert len(two.confusion) == 3 and all(len(row) == 3 for row in two.confusion)  # every class, present or not
+    assert math.isnan(two.per_class["normal"]["roc_auc"])  # no normal scan: no AUC, and no error
+    assert two.scores["lesion_recall"].value == 1.0 and math.isnan(two.scores["normal_recall"].value)
+    a = np.zeros((4, 4), bool)
+    a[:2, :2] = True
+    s = segmentation_metrics([a, a, np.zeros((4, 4), bool)], [a, a, np.zeros((4, 4), bool)], n_boot=0)
+    assert (s.n_lesion, s.n_normal) == (2, 1) and s.iou == [1.0, 1.0]
+    assert s.scores["iou_median"].value == 1.0

@@ -82,6 +82,14 @@ def _views(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gray, rgb
 
 
+def _refuse_odd_shape(name: str, w: int, h: int) -> None:
+    """Refuse, before decoding where the header tells, a size no scan has: work is bounded by the shape
+    (an 8 x 5,000,000 strip passes the pixel limit, and drawing on it stalls the server)."""
+    if min(w, h) >= 1 and max(w, h) > MAX_ASPECT * min(w, h):
+        raise ScanError("bad_shape", name, f"{w}x{h} pixels is not the shape of a scan (more than {MAX_ASPECT:g} "
+                                           "times as wide as high or the reverse); crop the image to the scan")
+
+
 def _read_raster(data: bytes, name: str) -> tuple[np.ndarray, str, str]:
     try:
         with warnings.catch_warnings():
@@ -91,10 +99,7 @@ def _read_raster(data: bytes, name: str) -> tuple[np.ndarray, str, str]:
             if fmt not in FORMATS:
                 raise ScanError("unsupported", name, f"{fmt} images are not supported; save it as PNG or JPEG")
             w, h = im.size
-            if min(w, h) >= 1 and max(w, h) > MAX_ASPECT * min(w, h):
-                raise ScanError("bad_shape", name, f"{w}x{h} pixels is not the shape of a scan (more than "
-                                                   f"{MAX_ASPECT:g} times as wide as high or the reverse); crop the "
-                                                   "image to the scan")
+            _refuse_odd_shape(name, w, h)
             if w * h > MAX_PIXELS:
                 raise ScanError("too_large", name, f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit; "
                                                    "downscale the image or crop it to the scan")
@@ -154,9 +159,7 @@ def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, 
     if "PixelData" not in ds:
         raise ScanError("no_pixels", name, "the DICOM file holds no image (no PixelData); export the image itself")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if min(rows, cols) >= 1 and max(rows, cols) > MAX_ASPECT * min(rows, cols):
-        raise ScanError("bad_shape", name, f"{cols}x{rows} pixels is not the shape of a scan (more than {MAX_ASPECT:g} "
-                                           "times as wide as high or the reverse)")
+    _refuse_odd_shape(name, cols, rows)
     if rows * cols > MAX_PIXELS:
         raise ScanError("too_large", name, f"{cols}x{rows} pixels is over the {MAX_PIXELS:,}-pixel limit")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -257,9 +260,7 @@ def read_scan(source: str | Path | bytes, name: str | None = None, frame: int | 
         raise ScanError("no_pixels", name, f"{arr.shape[1] if arr.ndim > 1 else 0}x{arr.shape[0]} pixels is too small "
                                            "to be a scan")
     h, w = arr.shape[:2]
-    if max(h, w) > MAX_ASPECT * min(h, w):
-        raise ScanError("bad_shape", name, f"{w}x{h} pixels is not the shape of a scan (more than {MAX_ASPECT:g} times "
-                                           "as wide as high or the reverse); crop the image to the scan")
+    _refuse_odd_shape(name, w, h)  # also for headers that did not state the size
     spacing, spacing_source, refused = _checked_spacing(spacing, spacing_source)
     gray, display = _views(np.ascontiguousarray(arr))
     return Scan(name=name, gray=gray, display=display, sha256=digest, format=fmt, mode=mode,

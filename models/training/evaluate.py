@@ -88,16 +88,17 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
             seg[name] = segmentation_metrics(masks, truths, groups=groups, n_boot=n_boot)
     review = {}
     if preds.logits:
-        flagged = review_flags(preds, fusion)
+        flagged = review_flags(preds, fusion, per_model, fused)
         correct = fused.argmax(axis=1) == preds.labels
         review = review_flag_metrics(correct, flagged, groups=groups, n_boot=n_boot)
     return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg, review=review)
 
 
-def review_flags(preds: CasePredictions, fusion: Fusion) -> np.ndarray:
+def review_flags(preds: CasePredictions, fusion: Fusion, per_model: dict[str, np.ndarray],
+                 fused: np.ndarray) -> np.ndarray:
     """Whether the analysis would flag each case for review: its own rule (``review_reasons``) on the
-    models' outputs, with masks at the segmenters' input size rather than the scan's."""
-    per_model, fused = fusion.classify(preds.logits)
+    calibrated probabilities (``fusion.classify``) and the segmenters' maps, with masks at the segmenters'
+    input size rather than the scan's."""
     voters = fusion.voters(per_model)
     seg_voters = fusion.seg_voters(preds.seg_probs)
     lesion = fusion.segment(preds.seg_probs) if preds.seg_probs else None
@@ -233,16 +234,22 @@ def evaluate(data_dirs, split_path: Path = DEFAULT_SPLIT, weights: Path = WEIGHT
     manifest = Manifest.read(weights)
     if not manifest.shipped():
         raise FileNotFoundError(f"{weights / 'manifest.json'}: no shipped models to evaluate")
+    return {source: evaluate_source(manifest, [c for c in split.select(cases, split_name) if c.source == source],
+                                    split, split_name, n_boot, plots, progress)
+            for source in sorted({c.source for c in cases})}
+
+
+def evaluate_source(manifest: Manifest, cases: list[Case], split, split_name: str, n_boot: int = 1000,
+                    plots: Path | None = None, progress: bool = True, **identity) -> DatasetEvaluation:
+    """One source's cases through the manifest's models: metrics (named by the weights' identity, plus
+    ``identity``), and plots in ``plots`` if given."""
     fusion = Fusion.from_manifest(manifest)
-    out = {}
-    for source in sorted({c.source for c in cases}):
-        chosen = [c for c in split.select(cases, split_name) if c.source == source]
-        preds = predict_cases(manifest, chosen, split.groups, progress=progress)
-        out[source] = replace(evaluate_dataset(chosen, preds, fusion, split_name, split.fingerprints[source], n_boot),
-                              weights=manifest.identity())
-        if plots:
-            write_plots(out[source], preds, fusion, plots, chosen)
-    return out
+    preds = predict_cases(manifest, cases, split.groups, progress=progress)
+    ev = replace(evaluate_dataset(cases, preds, fusion, split_name, split.fingerprints[cases[0].source], n_boot),
+                 weights={**manifest.identity(), **identity})
+    if plots:
+        write_plots(ev, preds, fusion, plots, cases)
+    return ev
 
 
 class CrossSiteError(ValueError):
@@ -267,7 +274,8 @@ def cross_site(data_dirs, weights_by_source: dict[str, Path], split_path: Path =
         manifest = Manifest.read(folder)
         seen = seen_sources(manifest)
         if not manifest.shipped() or not seen:
-            raise CrossSiteError(f"{folder}: no shipped models that record what they were trained on")
+            raise CrossSiteError(f"{folder}: no shipped models that record what they were trained on; ship them "
+                                 "with `sonomark ship NAME --runs RUNS --weights {folder}`")
         if source in seen:
             raise CrossSiteError(f"{folder} saw {source} (trained or calibrated on {', '.join(sorted(seen))}); train "
                                  f"with --data without it, ship with --weights {folder}, calibrate with --data "
@@ -275,12 +283,7 @@ def cross_site(data_dirs, weights_by_source: dict[str, Path], split_path: Path =
         chosen = [c for c in split.select(cases, "test") if c.source == source]
         if not chosen:
             raise CrossSiteError(f"no {source} test cases in {', '.join(map(str, data_dirs))}")
-        fusion = Fusion.from_manifest(manifest)
-        preds = predict_cases(manifest, chosen, split.groups, progress=progress)
-        ev = evaluate_dataset(chosen, preds, fusion, "test", split.fingerprints[source], n_boot)
-        out[source] = replace(ev, weights={**manifest.identity(), "trained_on": sorted(seen)})
-        if plots:
-            write_plots(out[source], preds, fusion, plots, chosen)
+        out[source] = evaluate_source(manifest, chosen, split, "test", n_boot, plots, progress, trained_on=sorted(seen))
     return out
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.test_app_e2e import running_app
+from tests.app.conftest import running_app
 from tests.conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -20,16 +20,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)")
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    with running_app(root) as url:
-        yield url, root
-
-
-def test_review_paint_and_save_in_a_browser(app_url):
+def test_review_paint_and_save_in_a_browser(server):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    url, root = app_url
+    url, root = server
     example = REPO / "examples" / "busi_malignant_105.png"
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

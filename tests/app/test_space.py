@@ -1,6 +1,5 @@
 """The Space configuration and the way a Space starts the app."""
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -8,6 +7,7 @@ import urllib.request
 
 import yaml
 
+from tests.app.conftest import free_port
 from tests.conftest import REPO
 
 
@@ -26,12 +26,6 @@ def test_space_yaml_and_readme_front_matter_agree():
     pinned = [l for l in (REPO / "requirements.txt").read_text().splitlines() if l.startswith("gradio==")]
     assert pinned == [f"gradio=={space['sdk_version']}"]
     assert space["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_app_starts_as_a_space_starts_it(tmp_path):

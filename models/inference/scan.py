@@ -147,10 +147,35 @@ def _region_spacing(ds) -> tuple[float, float] | None:
     return float(best.PhysicalDeltaY) * 10.0, float(best.PhysicalDeltaX) * 10.0
 
 
+def _decoder_available(syntax) -> bool:
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        return get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):  # a transfer syntax pydicom has no decoder for at all
+        return False
+
+
+def frame_count(source: str | Path | bytes) -> int:
+    """How many frames the file holds (a cine DICOM loop: several), from its header alone; 1 for anything
+    that is not a readable multi-frame DICOM (``read_scan`` says what is wrong with it)."""
+    import pydicom
+
+    try:
+        with open(source, "rb") if isinstance(source, (str, Path)) else io.BytesIO(source) as fh:
+            if fh.read(132)[128:132] != b"DICM":
+                return 1
+            fh.seek(0)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except Exception:  # noqa: BLE001 - an unreadable header is read_scan's to report
+        return 1
+
+
 def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, str, tuple | None, str | None, int | None]:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -168,14 +193,18 @@ def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, 
     if frame is not None and not 0 <= frame < frames:
         raise ScanError("bad_frame", name, f"frame {frame} does not exist; this file has frames 0-{frames - 1}")
     try:
-        arr = ds.pixel_array if frames == 1 else ds.pixel_array[frame]
-    except (RuntimeError, NotImplementedError, ValueError, ImportError) as exc:
+        arr = ds.pixel_array if frames == 1 else pixel_array(ds, index=frame)  # one frame decoded, not the loop
+    except Exception as exc:  # noqa: BLE001 - each decoder plugin raises its own kinds
         syntax = ds.file_meta.get("TransferSyntaxUID", "?")
-        text = str(exc).lower()
-        if "decod" in text or "plugin" in text or "missing" in text or "support" in text:
+        if not getattr(syntax, "is_compressed", False):
+            if isinstance(exc, ValueError):  # raw pixels shorter or longer than the header says
+                raise ScanError("truncated", name, f"the DICOM pixel data cannot be read ({exc}); export it again") from exc
+            raise  # a header that contradicts itself: read_scan's bad_header
+        if not _decoder_available(syntax):
             raise ScanError("compressed_dicom", name, f"compressed as {getattr(syntax, 'name', syntax)}, for which no "
                             "decoder is installed; install pylibjpeg with its plugins, or export it uncompressed") from exc
-        raise ScanError("truncated", name, f"the DICOM pixel data cannot be decoded ({exc})") from exc
+        raise ScanError("truncated", name, f"the DICOM pixel data ({getattr(syntax, 'name', syntax)}) is corrupt and "
+                        f"cannot be decoded ({str(exc).splitlines()[-1].strip()}); export it again") from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     bits = int(ds.get("BitsStored", 8) or 8)
     if photometric.startswith("MONOCHROME"):

@@ -251,3 +251,57 @@ def test_an_export_whose_mask_no_longer_fits_its_scan_is_reported_not_read(tmp_p
     read = read_dataset(tmp_path)
     assert not read.cases and [(p.path, p.kind) for p in read.problems] == [(saved.mask_path, "mask_size")]
     assert "save the case again" in read.problems[0].message
+
+
+SAVING_FOREVER = """
+import sys
+from pathlib import Path
+from models.annotation import export
+from tests.annotation.test_export import annotation, make_scan
+
+scans = [make_scan(f"s{k}.png", seed=k, shape=(120, 160)) for k in range(3)]
+print("ready", flush=True)
+k = 0
+while True:
+    export.save_case(Path(sys.argv[1]), annotation(scans[k % 3], ("benign", "malignant")[k % 2], r=5 + k % 20))
+    k += 1
+"""
+
+
+def test_saves_killed_at_random_moments_lose_nothing_and_leave_nothing(tmp_path):
+    """kill -9 during a stream of saves, eight times: every committed revision is whole and in its class
+    folder after the next save, no temporary folder or file is left, and the manifest reads line by line."""
+    import json
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+    rng = random.Random(0)
+    for _ in range(8):
+        child = subprocess.Popen([sys.executable, "-c", SAVING_FOREVER, str(tmp_path)], cwd=REPO,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    lines = (tmp_path / export.MANIFEST).read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # no torn line
+    assert len(entries) >= 8
+    last = export.save_case(tmp_path, annotation(make_scan("last.png", seed=9), "benign"))
+    assert not [p for p in tmp_path.rglob(".*") if p.name != ".lock"]  # no .rN.* folder, no .tmp file
+    entries = export.read_manifest(tmp_path)
+    for e in entries:  # every committed revision is whole
+        rev = tmp_path / "revisions" / e["case_id"] / f"r{e['revision']}"
+        for name in ("image.png", "mask.png", "model_mask.png"):
+            Image.open(rev / name).load()
+    current = export.current_entries(tmp_path)
+    assert last.case_id in current
+    for case_id, e in current.items():  # and the class folders show the latest revision of every case
+        view = tmp_path / e["label"] / f"{case_id}_mask.png"
+        rev = tmp_path / "revisions" / case_id / f"r{e['revision']}" / "mask.png"
+        assert view.read_bytes() == rev.read_bytes()
+        others = [c for c in ("benign", "malignant", "normal") if c != e["label"]]
+        assert not any((tmp_path / c / f"{case_id}.png").exists() for c in others)

@@ -259,3 +259,31 @@ def test_signed_and_rescaled_dicom_values_keep_their_order():
     assert len(np.unique(scan.gray[signed < 0])) > 50  # the negative values still differ from each other
     inverted = read_scan(dicom(GRAY.astype(np.uint16), RescaleSlope=-1, RescaleIntercept=255), name="slope.dcm")
     assert np.abs(inverted.gray.astype(int) - (255 - GRAY)).max() <= 1  # the slope is applied, not ignored
+
+
+@pytest.mark.parametrize("syntax, junk", [
+    ("JPEGBaseline8Bit", b"\xff\xd8\xff\xe0" + b"\x13" * 64),
+    ("RLELossless", b"\x01\x00\x00\x00" + b"\x00" * 60 + b"\xff" * 10),
+    ("JPEG2000Lossless", b"\xff\x4f\xff\x51" + b"\x00" * 60),
+])
+def test_corrupt_compressed_dicom_is_called_corrupt_when_its_decoder_is_installed(syntax, junk):
+    import pydicom
+    import pydicom.uid
+    from pydicom.encaps import encapsulate
+    ds = pydicom.dcmread(io.BytesIO(dicom(GRAY)))
+    ds.file_meta.TransferSyntaxUID = getattr(pydicom.uid, syntax)
+    ds.PixelData = encapsulate([junk])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ScanError) as err:
+        read_scan(buf.getvalue(), name="broken.dcm")
+    assert err.value.kind == "truncated" and "is corrupt" in str(err.value) and "no decoder" not in str(err.value)
+
+
+def test_frame_count_reads_the_header_only(tmp_path):
+    from models.inference.scan import frame_count
+    cine = dicom(np.stack([GRAY, 255 - GRAY, GRAY // 2]), frames=3)
+    (tmp_path / "cine.dcm").write_bytes(cine)
+    assert frame_count(tmp_path / "cine.dcm") == 3 and frame_count(cine) == 3
+    assert frame_count(dicom(GRAY)) == 1 and frame_count(encode(Image.fromarray(GRAY), "PNG")) == 1
+    assert frame_count(b"") == 1 and frame_count(tmp_path / "absent.dcm") == 1 and frame_count(_frames_not_a_number()) == 1

@@ -148,7 +148,14 @@ def test_a_process_killed_inside_the_atomic_write_leaves_the_old_state(tmp_path)
 def test_crash_after_the_commit_point_is_repaired_on_read(tmp_path, monkeypatch):
     scan = make_scan()
     export.save_case(tmp_path, annotation(scan, r=8))
-    monkeypatch.setattr(export, "sync_view", lambda folder: (_ for _ in ()).throw(OSError("power cut")))
+    real = export.sync_view
+
+    def power_cut_after_the_commit(folder):
+        if len(export.read_manifest(folder)) == 2:
+            raise OSError("power cut")
+        real(folder)
+
+    monkeypatch.setattr(export, "sync_view", power_cut_after_the_commit)
     with pytest.raises(OSError):
         export.save_case(tmp_path, annotation(scan, r=14))
     monkeypatch.undo()

@@ -2,7 +2,8 @@
 
 Plain functions over the ``models`` library, tested without a browser. Each browser session owns a
 ``ReviewSession`` with a private workspace; on a public deployment its exports live there too and
-are deleted with the session.
+are deleted with the session: when the tab closes, after ``idle_seconds()`` without a request (API
+clients included), and with the server process.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -24,18 +27,24 @@ from models.data import CLASSES
 from models.inference.analysis import Analysis, Analyzer
 from models.inference.explain import heatmap_overlay
 from models.inference.overlay import overlay_mask
-from models.inference.scan import Scan, ScanError, read_scan
+from models.inference.scan import Scan, ScanError, frame_count, read_scan
 from models.weights import WEIGHTS_DIR, Manifest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 PREDICTED = "predicted class"
 MAX_ANNOTATOR = 100  # characters
+IDLE_MINUTES = 20.0  # a public session's data is deleted after this long without a request (SONOMARK_IDLE_MINUTES)
+ZIP_PREFIX = "sonomark-export-"
 
 
 def is_public() -> bool:
     """On a Hugging Face Space (or with SONOMARK_PUBLIC=1) every visitor's data stays in their session."""
     return bool(os.environ.get("SPACE_ID")) or os.environ.get("SONOMARK_PUBLIC") == "1"
+
+
+def idle_seconds() -> float:
+    return 60.0 * float(os.environ.get("SONOMARK_IDLE_MINUTES", IDLE_MINUTES))
 
 
 def local_export_dir() -> Path:
@@ -56,12 +65,26 @@ class ReviewSession:
 
 
 @lru_cache(maxsize=1)
-def sessions_root() -> Path:
-    """One folder per server process for every session workspace, removed when the process exits:
-    a session that the browser never closed (the server stopped first) leaves nothing behind."""
-    root = Path(tempfile.mkdtemp(prefix="sonomark-sessions-"))
+def process_root() -> Path:
+    """One private folder per server process, removed when the process exits: it holds Gradio's file cache
+    (uploads and files handed to the browser, see ``use_private_gradio_cache``) and every session workspace,
+    so that neither a session the browser never closed nor a stopped server leaves a visitor's data behind."""
+    root = Path(tempfile.mkdtemp(prefix="sonomark-", dir=os.environ.get("GRADIO_TEMP_DIR") or None))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     return root
+
+
+def sessions_root() -> Path:
+    root = process_root() / "sessions"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def use_private_gradio_cache() -> Path:
+    """Point Gradio's file cache at this process's folder (before the Blocks are built). Gradio serves a file
+    already in its cache as it is, so the export zip in a workspace is never copied to a shared place."""
+    os.environ["GRADIO_TEMP_DIR"] = str(process_root())
+    return process_root()
 
 
 def _workspace_prefix(owner: str | None) -> str:
@@ -80,6 +103,33 @@ def close_session(session: ReviewSession | None) -> None:
     """Gradio's delete_callback for the session state (expired or evicted state)."""
     if session is not None:
         shutil.rmtree(session.workspace, ignore_errors=True)
+
+
+def expire_idle(max_idle_s: float | None = None, now: float | None = None) -> int:
+    """Delete the workspaces not used for ``max_idle_s`` (default ``idle_seconds()``); returns how many. A
+    workspace's modification time is its last use (``_require`` touches it)."""
+    max_idle_s = idle_seconds() if max_idle_s is None else max_idle_s
+    now = time.time() if now is None else now
+    gone = 0
+    for workspace in sessions_root().iterdir():
+        try:
+            if now - workspace.stat().st_mtime > max_idle_s:
+                shutil.rmtree(workspace, ignore_errors=True)
+                gone += 1
+        except FileNotFoundError:  # ended meanwhile
+            continue
+    return gone
+
+
+def start_idle_expiry() -> threading.Thread:
+    """Expire idle workspaces in the background, checking several times per idle period."""
+    def loop() -> None:
+        while True:
+            time.sleep(max(1.0, min(60.0, idle_seconds() / 4)))
+            expire_idle()
+    thread = threading.Thread(target=loop, name="idle-expiry", daemon=True)
+    thread.start()
+    return thread
 
 
 def end_browser_session(owner: str | None) -> None:
@@ -159,13 +209,19 @@ def summary(a: Analysis) -> dict:
             "model_versions": a.model_versions}
 
 
-def open_scan(path: str | None, session: ReviewSession | None, owner: str | None = None) -> ReviewSession:
-    """Read and analyse the scan at ``path`` in ``session`` (a new one, owned by browser session ``owner``, if
-    there is none yet)."""
+def frames(path: str | None) -> int:
+    """How many frames the upload holds: more than one for a cine DICOM loop, whose frame the person picks."""
+    return frame_count(path) if path else 1
+
+
+def open_scan(path: str | None, session: ReviewSession | None, owner: str | None = None,
+              frame: int | None = None) -> ReviewSession:
+    """Read and analyse the scan at ``path`` (frame ``frame`` of a cine loop) in ``session`` (a new one, owned
+    by browser session ``owner``, if there is none yet or it expired)."""
     if not path:
         raise ReviewError("Upload a scan or pick an example first.")
     try:
-        scan = read_scan(path)
+        scan = read_scan(path, frame=None if frame is None else int(frame))
     except ScanError as exc:
         raise ReviewError(str(exc)) from exc
     try:
@@ -173,7 +229,8 @@ def open_scan(path: str | None, session: ReviewSession | None, owner: str | None
     except FileNotFoundError as exc:
         raise ReviewError(f"No models to analyze with: {exc}") from exc
     analysis = engine.analyze(scan)
-    session = session or new_session(owner=owner)  # only now: a failed first analysis leaves no workspace behind
+    if session is None or not session.workspace.is_dir():  # only now: a failed first analysis leaves no workspace
+        session = new_session(owner=owner)
     session.scan, session.analysis = scan, analysis
     session.opened_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return session
@@ -216,8 +273,8 @@ def editor_refine(value: dict, session: ReviewSession) -> dict:
     return editing.editor_value(scan.display, editing.grabcut_refine(scan.gray, mask))
 
 
-def save(value: dict, label: str, annotator: str, session: ReviewSession) -> tuple[str, str]:
-    """Save the edited case; returns (status Markdown, path of the export's zip for download)."""
+def save(value: dict, label: str, annotator: str, session: ReviewSession) -> str:
+    """Save the edited case; returns the status (Markdown). ``export_zip`` packs the export on request."""
     scan, a = _require(session)
     if label not in CLASSES:
         raise ReviewError(f"Choose the label ({', '.join(CLASSES)}) before saving.")
@@ -235,11 +292,23 @@ def save(value: dict, label: str, annotator: str, session: ReviewSession) -> tup
         annotator=annotator or "anonymous", model_mask=a.mask, model_label=a.label,
         probabilities=a.probabilities, per_model=a.per_model, model_versions=a.model_versions,
         started_at=session.opened_at))
-    zip_path = export.zip_export(session.export_dir, session.workspace / "sonomark-export.zip")
     dice = saved.entry["dice_model_vs_final"]
     where = "in this session's export (download the zip to keep it)" if is_public() else f"in `{session.export_dir}`"
     return (f"Saved **{saved.case_id}** revision {saved.revision} as {label} "
-            f"(Dice model vs yours {dice:.2f}) {where}.", str(zip_path))
+            f"(Dice model vs yours {dice:.2f}) {where}.")
+
+
+def export_zip(session: ReviewSession | None) -> str:
+    """The export packed as one zip in the session's workspace, on request (packing grows with the export);
+    the previous zip of the session is replaced, so one is kept."""
+    workspace = _workspace(session)
+    if not export.current_entries(session.export_dir):
+        raise ReviewError("Nothing saved yet: save a case first, then download the export.")
+    for old in workspace.glob(ZIP_PREFIX + "*.zip"):
+        old.unlink(missing_ok=True)
+    # a new name each time: a browser never serves an earlier zip from its cache
+    dest = workspace / f"{ZIP_PREFIX}{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}.zip"
+    return str(export.zip_export(session.export_dir, dest))
 
 
 def _mask(value: dict, scan: Scan) -> np.ndarray:
@@ -249,7 +318,25 @@ def _mask(value: dict, scan: Scan) -> np.ndarray:
         raise ReviewError(str(exc)) from exc
 
 
+def _analyze_first() -> str:
+    return "Analyze a scan first." + (f" (A session's data is deleted after {idle_seconds() / 60:g} minutes without "
+                                      "use.)" if is_public() else "")
+
+
+def _workspace(session: ReviewSession | None) -> Path:
+    """The session's workspace, marked as used now; a session whose workspace expired or ended is refused."""
+    if session is None:
+        raise ReviewError(_analyze_first())
+    try:
+        os.utime(session.workspace)
+    except FileNotFoundError:
+        raise ReviewError(f"This session's data was deleted after {idle_seconds() / 60:g} minutes without use; "
+                          "analyze the scan again.") from None
+    return session.workspace
+
+
 def _require(session: ReviewSession | None) -> tuple[Scan, Analysis]:
     if session is None or session.scan is None or session.analysis is None:
-        raise ReviewError("Analyze a scan first.")
+        raise ReviewError(_analyze_first())
+    _workspace(session)
     return session.scan, session.analysis

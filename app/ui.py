@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from pathlib import Path
 
@@ -17,6 +18,10 @@ DISCLAIMER = ("SonoMark is research software, **not a medical device**: it must 
               "or to decide on treatment.")
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"]
 MAX_UPLOAD = "25mb"
+# Analyses of different visitors run side by side up to this many (the 2-core CPU: 2); mask views and edits have
+# their own lane, so that they never wait behind an analysis.
+ANALYSES = int(os.environ.get("SONOMARK_CONCURRENT_ANALYSES", "2"))
+EDITS = 4
 
 
 def _shown(fn):
@@ -25,8 +30,8 @@ def _shown(fn):
     def wrapper(*args):
         try:
             return fn(*args)
-        except review.ReviewError as exc:
-            raise gr.Error(str(exc)) from exc
+        except review.ReviewError as exc:  # the person's to fix: a message, no traceback in the server log
+            raise gr.Error(str(exc), print_exception=False) from exc
     return wrapper
 
 
@@ -39,23 +44,40 @@ def _end_session(request: gr.Request) -> None:
 
 
 @_shown
-def analyze(path, session, fill, contour, opacity, request: gr.Request):
-    session = review.open_scan(path, session, _owner(request))
+def analyze(path, session, fill, contour, opacity, frame=None, request: gr.Request = None):
+    session = review.open_scan(path, session, _owner(request), frame)
     a = session.analysis
     return (session, review.verdict_markdown(a), review.per_model_rows(a), session.scan.display,
             review.mask_view(session, fill, contour, opacity), review.measurements_markdown(a, session.scan),
             review.editor_start(session), a.label, review.summary(a), None)
 
 
-def review_tab() -> tuple[gr.State, list, list]:
+def frame_control(path):
+    """The cine-frame slider: shown, with the loop's frames, only for a multi-frame DICOM."""
+    n = review.frames(path)
+    return gr.update(visible=n > 1, maximum=max(n - 1, 1), value=0, label=f"Cine frame (0-{n - 1})")
+
+
+def _kept(fn):
+    """A handler that also returns the session, which restarts its idle clock (Gradio's time_to_live)."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return fn(*args), next(a for a in args if isinstance(a, review.ReviewSession))
+    return wrapper
+
+
+def review_tab(public: bool = False) -> tuple[gr.State, list, list]:
     """The Review tab; returns its session, the analyze inputs after the path, and its outputs."""
-    session = gr.State(None, delete_callback=review.close_session)
+    # Public: a session's state (scans in memory) expires after the idle time, API clients' too (they never unload).
+    session = gr.State(None, delete_callback=review.close_session,
+                       time_to_live=review.idle_seconds() if public else None)
     classifiers = review.shipped_classifiers()
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             upload = gr.File(label="Scan (PNG, JPEG, BMP, TIFF, WebP or DICOM)", file_types=UPLOAD_TYPES,
                              type="filepath")
             gr.Examples(review.examples(), inputs=upload, label="Examples (test split, cited in examples/README.md)")
+            frame = gr.Slider(0, 1, 0, step=1, label="Cine frame", visible=False)
             run = gr.Button("Analyze", variant="primary")
             verdict = gr.Markdown()
             table = gr.Dataframe(headers=["model", *CLASSES], label="Calibrated probabilities per classifier",
@@ -91,20 +113,30 @@ def review_tab() -> tuple[gr.State, list, list]:
             annotator = gr.Textbox(label="Annotator", placeholder="your name or initials")
             save = gr.Button("Save case", variant="primary")
         status = gr.Markdown()
-        download = gr.File(label="Export so far (BUSI layout + manifest + COCO, zip)", interactive=False)
+        with gr.Row():
+            pack = gr.Button("Download the export (zip)")
+            download = gr.File(label="Export so far (BUSI layout + manifest + COCO, zip)", interactive=False)
         summary = gr.JSON(label="Analysis data", visible=False)
 
     outputs = [session, verdict, table, scan_img, mask_img, measurements, editor, label, summary, cam_img]
-    run.click(analyze, [upload, session, fill, contour, opacity], outputs, api_name="analyze")
+    upload.change(frame_control, upload, frame, api_visibility="private")
+    run.click(analyze, [upload, session, fill, contour, opacity, frame], outputs, api_name="analyze",
+              concurrency_id="analysis", concurrency_limit=ANALYSES)
+    edit = {"concurrency_id": "edit", "concurrency_limit": EDITS}
     for control in (fill, contour, opacity):
-        control.change(_shown(review.mask_view), [session, fill, contour, opacity], mask_img, api_visibility="private")
-    explain.click(_shown(review.cam_view), [session, cam_model, cam_class, cam_method, opacity], cam_img,
-                  api_name="explain")
-    reset.click(_shown(review.editor_start), session, editor, api_visibility="private")
-    clear.click(_shown(review.editor_clear), session, editor, api_visibility="private")
-    smooth.click(_shown(review.editor_smooth), [editor, session], editor, api_visibility="private")
-    refine.click(_shown(review.editor_refine), [editor, session], editor, api_visibility="private")
-    save.click(_shown(review.save), [editor, label, annotator, session], [status, download], api_name="export")
+        control.change(_shown(_kept(review.mask_view)), [session, fill, contour, opacity], [mask_img, session],
+                       api_visibility="private", **edit)
+    explain.click(_shown(_kept(review.cam_view)), [session, cam_model, cam_class, cam_method, opacity],
+                  [cam_img, session], api_name="explain", concurrency_id="explain")
+    reset.click(_shown(_kept(review.editor_start)), session, [editor, session], api_visibility="private", **edit)
+    clear.click(_shown(_kept(review.editor_clear)), session, [editor, session], api_visibility="private", **edit)
+    smooth.click(_shown(_kept(review.editor_smooth)), [editor, session], [editor, session], api_visibility="private",
+                 **edit)
+    refine.click(_shown(_kept(review.editor_refine)), [editor, session], [editor, session], api_visibility="private",
+                 **edit)
+    save.click(_shown(_kept(review.save)), [editor, label, annotator, session], [status, session], api_name="export",
+               **edit)
+    pack.click(_shown(_kept(review.export_zip)), session, [download, session], api_name="download_export")
     return session, [fill, contour, opacity], outputs
 
 
@@ -133,13 +165,15 @@ def queue_tab(tabs: gr.Tabs, session: gr.State, view_inputs: list, review_output
 
     @_shown
     def do_review(q, s, fill, contour, opacity, request: gr.Request):
-        return (*analyze(queue_ui.current_path(q), s, fill, contour, opacity, request), gr.Tabs(selected="review"))
+        return (*analyze(queue_ui.current_path(q), s, fill, contour, opacity, None, request),
+                gr.Tabs(selected="review"))
 
     open_btn.click(do_open, folder, [queue, progress, table], api_visibility="private")
     timer.tick(queue_ui.status, queue, [progress, table], api_visibility="private", show_progress="hidden")
     for btn, action in ((prev_btn, "previous"), (next_btn, "next"), (skip_btn, "skip")):
         btn.click(do_step, [queue, gr.State(action)], [progress, table], api_visibility="private")
-    review_btn.click(do_review, [queue, session, *view_inputs], [*review_outputs, tabs], api_visibility="private")
+    review_btn.click(do_review, [queue, session, *view_inputs], [*review_outputs, tabs], api_visibility="private",
+                     concurrency_id="analysis", concurrency_limit=ANALYSES)
 
 
 def explorer_tab(demo: gr.Blocks, data_dir: Path) -> None:
@@ -179,13 +213,18 @@ def explorer_tab(demo: gr.Blocks, data_dir: Path) -> None:
 
 def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
     public = review.is_public()
-    with gr.Blocks(title="SonoMark", delete_cache=(600, 3600) if public else None) as demo:
+    review.use_private_gradio_cache()  # uploads and downloads in this process's folder, deleted with it
+    idle = review.idle_seconds()
+    # Public: Gradio deletes cached uploads and downloads once they are older than the idle time.
+    with gr.Blocks(title="SonoMark", delete_cache=(max(1, min(60, int(idle / 4))), int(idle)) if public else None
+                   ) as demo:
         gr.Markdown(f"# SonoMark\nBreast-ultrasound reading and annotation assistant. {DISCLAIMER}"
-                    + ("\n\nThis public demo keeps your scans and saved cases in your session only; they are "
-                       "deleted when you leave. Download the zip to keep them." if public else ""))
+                    + (f"\n\nThis public demo keeps your scans and saved cases in your session only; they are "
+                       f"deleted when you leave, after {idle / 60:g} minutes without use, or when the server "
+                       "restarts. Download the zip to keep them." if public else ""))
         with gr.Tabs() as tabs:
             with gr.Tab("Review", id="review"):
-                session, view_inputs, review_outputs = review_tab()
+                session, view_inputs, review_outputs = review_tab(public)
             if not public:  # a public demo never browses the server's folders
                 with gr.Tab("Queue", id="queue"):
                     queue_tab(tabs, session, view_inputs, review_outputs)
@@ -197,4 +236,6 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, server_name: str = "127.0.0.1", server_port: int | None = None) -> None:
     threading.Thread(target=review.warm_up, name="warm-up", daemon=True).start()
+    if review.is_public():
+        review.start_idle_expiry()
     demo.launch(server_name=server_name, server_port=server_port, max_file_size=MAX_UPLOAD, show_error=True)

@@ -212,6 +212,9 @@ def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, 
         # Signed or rescaled values are mapped by their own range; unsigned raw ones by their bit depth.
         rescaled = int(ds.get("PixelRepresentation", 0) or 0) == 1 or "RescaleSlope" in ds or "ModalityLUTSequence" in ds
         values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64) if rescaled else arr
+        if rescaled and (not np.isfinite(values).all() or float(ds.get("RescaleSlope", 1) or 0) == 0):
+            raise ScanError("bad_header", name, f"the modality LUT (RescaleSlope {ds.get('RescaleSlope')}, RescaleIntercept "
+                                                f"{ds.get('RescaleIntercept')}) leaves no image; export the image again")
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
             arr = _to_uint8(np.asarray(apply_voi_lut(values, ds), dtype=np.float64))
         elif rescaled:

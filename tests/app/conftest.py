@@ -22,21 +22,24 @@ def free_port() -> int:
 @contextmanager
 def running_app(root, shipped: bool = False, **extra_env):
     """``python -m app`` on a free port with random-initialised weights shipped under ``root`` (or, with
-    ``shipped``, the repository's own weights)."""
+    ``shipped``, the repository's own weights); its output goes to ``root / "server.log"``."""
     port = free_port()
     weights = REPO / "weights" if shipped else ship_random(root)
     (root / "tmp").mkdir()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), SONOMARK_WEIGHTS=str(weights),
                SONOMARK_EXPORT_DIR=str(root / "exports"), SONOMARK_DATA=str(root / "no-data"),
-               TMPDIR=str(root / "tmp"), OMP_NUM_THREADS="1", **extra_env)
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+               TMPDIR=str(root / "tmp"), OMP_NUM_THREADS="1")
+    env.update(extra_env)
+    log = open(root / "server.log", "w")  # a file, not a pipe: a chatty server never blocks on a full pipe
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            text=True)
+    (root / "server.pid").write_text(str(proc.pid))
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read())
+                raise RuntimeError((root / "server.log").read_text())
             try:
                 urllib.request.urlopen(url, timeout=2)
                 break
@@ -46,6 +49,7 @@ def running_app(root, shipped: bool = False, **extra_env):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def test_a_closed_public_session_takes_its_workspace_while_the_server_serves_ano
         page.get_by_text("Uncertainty").wait_for(timeout=120_000)
 
     def workspaces():
-        return sorted((tmp_path / "tmp").glob("sonomark-sessions-*/session-*"))
+        return sorted((tmp_path / "tmp").glob("sonomark-*/sessions/session-*"))
 
     with running_app(tmp_path, SONOMARK_PUBLIC="1") as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

@@ -1,5 +1,8 @@
 """Review handlers without a browser, on shipped random-initialised weights."""
+import os
+import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,18 +63,26 @@ def test_editor_round_trip_and_tools(session):
         review.editor_refine(review.editor_clear(s), s)
 
 
-def test_save_writes_the_painted_mask_and_a_zip(session, tmp_path):
+def test_save_writes_the_painted_mask_and_the_zip_comes_on_request(session, tmp_path):
     s = review.open_scan(review.examples()[1], session)
+    with pytest.raises(review.ReviewError, match="Nothing saved yet"):
+        review.export_zip(s)
     painted = np.zeros(s.scan.shape, bool)
     painted[50:90, 60:140] = True
-    status, zip_path = review.save(editing.editor_value(s.scan.display, painted), "malignant", "dr. b", s)
+    status = review.save(editing.editor_value(s.scan.display, painted), "malignant", "dr. b", s)
     assert "revision 1" in status
+    assert not list(s.workspace.rglob("*.zip"))  # a save does not pack the whole export again
+    first = review.export_zip(s)
+    review.save(editing.editor_value(s.scan.display, painted), "malignant", "dr. b", s)
+    zip_path = review.export_zip(s)
+    assert list(s.workspace.rglob("*.zip")) == [Path(zip_path)] and zip_path != first  # one kept, a new name
+    assert [e["revision"] for e in export.read_manifest(tmp_path / "exports")] == [1, 2]
     cases = export.current_entries(tmp_path / "exports")
     (entry,) = cases.values()
     assert entry["annotator"] == "dr. b" and entry["label"] == "malignant"
     saved = np.asarray(Image.open(tmp_path / "exports" / export.view_paths(entry)["mask"])) > 127
     assert np.array_equal(saved, painted)
-    assert "manifest.jsonl" in zipfile.ZipFile(zip_path).namelist()
+    assert zipfile.ZipFile(zip_path).read("manifest.jsonl").decode().count("\n") == 2
 
 
 def test_save_rules(session):
@@ -144,7 +155,7 @@ def test_hostile_saves_are_refused_with_a_message(session):
     tiny[0, 0, 3] = 255
     with pytest.raises(review.ReviewError, match="mask layer is 2x2"):
         review.save({"background": None, "layers": [tiny], "composite": None}, "benign", "dr. b", s)
-    status, _ = review.save(value, "benign", "dr.\n b\x00", s)
+    review.save(value, "benign", "dr.\n b\x00", s)
     entry = export.read_manifest(s.export_dir)[-1]
     assert entry["annotator"] == "dr. b"
 
@@ -162,6 +173,65 @@ def test_a_failed_analysis_leaves_no_workspace_and_public_messages_no_server_pat
     s = review.open_scan(review.examples()[1], None, owner="visitor")
     painted = np.zeros(s.scan.shape, bool)
     painted[10:40, 10:40] = True
-    status, zip_path = review.save(editing.editor_value(s.scan.display, painted), "benign", "v", s)
+    status = review.save(editing.editor_value(s.scan.display, painted), "benign", "v", s)
     assert str(s.workspace) not in status and str(review.sessions_root()) not in status and "/tmp" not in status
     review.close_session(s)
+
+
+def test_idle_workspaces_expire_and_their_session_says_so(engine, monkeypatch):
+    """API clients never close a tab: a workspace unused for the idle time is deleted, whoever owns it, and
+    its session then asks for a new analysis instead of writing into a deleted folder."""
+    monkeypatch.setattr(review, "analyzer", lambda: engine)
+    idle, used = review.new_session(public=True), review.new_session(public=True)
+    s = review.open_scan(review.examples()[1], idle)
+    old = time.time() - 3600
+    os.utime(idle.workspace, (old, old))
+    os.utime(used.workspace, (old, old))
+    review.open_scan(review.examples()[0], used)  # in use: an analysis, then a view, mark it used now
+    review.mask_view(used)
+    assert review.expire_idle(600) == 1
+    assert not idle.workspace.exists() and used.workspace.exists()
+    painted = np.zeros(s.scan.shape, bool)
+    painted[10:40, 10:40] = True
+    for call in (lambda: review.mask_view(s), lambda: review.export_zip(s),
+                 lambda: review.save(editing.editor_value(s.scan.display, painted), "benign", "x", s)):
+        with pytest.raises(review.ReviewError, match="deleted after 20 minutes without use; analyze the scan again"):
+            call()
+    assert not idle.workspace.exists()  # the refused save did not bring the folder back
+    again = review.open_scan(review.examples()[1], s)  # analysing again opens a new workspace
+    assert again.workspace != idle.workspace and again.workspace.is_dir()
+    review.close_session(again)
+    review.close_session(used)
+
+
+def test_cine_frames_are_chosen_in_the_review(engine, monkeypatch, tmp_path):
+    from tests.inference.test_scan import GRAY, dicom
+    monkeypatch.setattr(review, "analyzer", lambda: engine)
+    cine = tmp_path / "cine.dcm"
+    cine.write_bytes(dicom(np.stack([GRAY, 255 - GRAY, GRAY // 2]), frames=3))
+    assert review.frames(str(cine)) == 3 and review.frames(review.examples()[0]) == 1 and review.frames(None) == 1
+    with pytest.raises(review.ReviewError, match="choose the frame"):
+        review.open_scan(str(cine), None)
+    s = review.open_scan(str(cine), None, frame=1.0)  # a slider sends floats
+    assert s.scan.frame == 1 and np.array_equal(s.scan.gray, 255 - GRAY)
+    review.close_session(s)
+
+
+def test_analyses_run_side_by_side_and_edits_never_queue_behind_them(tmp_path, monkeypatch):
+    """Gradio runs each concurrency group's events in its own lane: analyses of different visitors up to
+    ANALYSES at once, and the mask views, edits and saves in another, so a brush stroke never waits for
+    someone's analysis; the public state expires with the idle time."""
+    import gradio as gr
+
+    from app import ui
+    monkeypatch.setenv("SONOMARK_PUBLIC", "1")
+    demo = ui.build(tmp_path / "no-data")
+    fns = {f.api_name: f for f in demo.fns.values() if f.api_name}
+    analysis = fns["analyze"]
+    assert analysis.concurrency_limit == ui.ANALYSES == 2
+    lanes = {f.concurrency_id for f in demo.fns.values() if f.api_name != "analyze" and f.concurrency_id}
+    edits = [f for f in demo.fns.values() if f.concurrency_id == fns["export"].concurrency_id]
+    assert len(edits) >= 7 and all(f.concurrency_limit == ui.EDITS for f in edits)
+    assert fns["export"].concurrency_id != analysis.concurrency_id
+    (state,) = [b for b in demo.blocks.values() if isinstance(b, gr.State) and b.delete_callback is review.close_session]
+    assert state.time_to_live == review.idle_seconds() == 1200

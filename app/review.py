@@ -194,7 +194,8 @@ def measurements_markdown(a: Analysis, scan: Scan) -> str:
             f"- depth / width **{m.depth_to_width:.2f}**" + (" — taller than wide" if m.taller_than_wide else ""),
             f"- circularity {m.circularity:.2f}, margin irregularity {m.margin_irregularity:.2f}",
         ] + ([f"- {m.components} separate regions; the largest is measured"] if m.components > 1 else []))
-    return f"### Lesion\n{body}\n\n<small>Models: {versions}; mask threshold {a.threshold:.2f}</small>"
+    where = f"cine frame {scan.frame}; " if scan.frame is not None else ""
+    return f"### Lesion\n{body}\n\n<small>{where}Models: {versions}; mask threshold {a.threshold:.2f}</small>"
 
 
 def summary(a: Analysis) -> dict:
@@ -221,7 +222,8 @@ def open_scan(path: str | None, session: ReviewSession | None, owner: str | None
     if not path:
         raise ReviewError("Upload a scan or pick an example first.")
     try:
-        scan = read_scan(path, frame=None if frame is None else int(frame))
+        # the frame counts only for a cine loop (a slider's value is sent for every upload)
+        scan = read_scan(path, frame=None if frame is None or frames(path) == 1 else int(frame))
     except ScanError as exc:
         raise ReviewError(str(exc)) from exc
     try:

@@ -50,6 +50,8 @@ def test_review_paint_and_save_in_a_browser(server):
         page.get_by_placeholder("your name or initials").fill("browser-test")
         page.get_by_role("button", name="Save case").click()
         page.get_by_text("revision 1 as malignant").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Download the export (zip)").click()  # packed on request, not per save
+        page.get_by_text("sonomark-export-").first.wait_for(timeout=60_000)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser_review.png"), full_page=True)
         browser.close()
@@ -95,4 +97,25 @@ def test_a_closed_public_session_takes_its_workspace_while_the_server_serves_ano
         page.get_by_role("button", name="Analyze").click()  # the remaining visitor is still served
         page.get_by_text("Uncertainty").wait_for(timeout=120_000)
         assert workspaces() == [second]
+        browser.close()
+
+
+def test_a_cine_loop_gets_a_frame_slider_and_the_chosen_frame_is_analysed(server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    from tests.inference.test_scan import GRAY, dicom
+    url, _ = server
+    cine = tmp_path / "cine.dcm"
+    cine.write_bytes(dicom(np.stack([GRAY, 255 - GRAY, GRAY // 2, GRAY]), frames=4))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(url)
+        assert page.get_by_text("Cine frame").count() == 0  # hidden until a loop is uploaded
+        page.locator("input[type=file]").first.set_input_files(str(cine))
+        page.get_by_text("Cine frame (0-3)").wait_for(timeout=30_000)
+        page.get_by_label("number input for Cine frame (0-3)").fill("2")
+        page.get_by_label("number input for Cine frame (0-3)").press("Enter")
+        page.get_by_role("button", name="Analyze").click()
+        page.get_by_text("Uncertainty").wait_for(timeout=120_000)
+        page.get_by_text("cine frame 2").first.wait_for(timeout=10_000)
         browser.close()

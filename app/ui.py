@@ -47,7 +47,7 @@ def _end_session(request: gr.Request) -> None:
 def analyze(path, session, fill, contour, opacity, frame=None, request: gr.Request = None):
     session = review.open_scan(path, session, _owner(request), frame)
     a = session.analysis
-    return (session, review.verdict_markdown(a), review.per_model_rows(a), session.scan.display,
+    return (session, review.verdict_markdown(a), review.per_model_rows(a), review.scan_view(session),
             review.mask_view(session, fill, contour, opacity), review.measurements_markdown(a, session.scan),
             review.editor_start(session), a.label, review.summary(a), None)
 

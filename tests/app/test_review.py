@@ -235,3 +235,20 @@ def test_analyses_run_side_by_side_and_edits_never_queue_behind_them(tmp_path, m
     assert fns["export"].concurrency_id != analysis.concurrency_id
     (state,) = [b for b in demo.blocks.values() if isinstance(b, gr.State) and b.delete_callback is review.close_session]
     assert state.time_to_live == review.idle_seconds() == 1200
+
+
+def test_views_of_a_very_large_scan_are_drawn_at_display_size(engine, monkeypatch, tmp_path):
+    """Work per view change is bounded by what is shown: a 6000 x 4000 scan is analysed and exported at
+    full size, and its views are at most VIEW_MAX_SIDE."""
+    monkeypatch.setattr(review, "analyzer", lambda: engine)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (4000, 6000), dtype=np.uint8)).save(big)
+    s = review.open_scan(str(big), None)
+    assert s.analysis.mask.shape == (4000, 6000)
+    for view in (review.scan_view(s), review.mask_view(s, opacity=0.5),
+                 review.cam_view(s, "resnet18", review.PREDICTED, "EigenCAM")):
+        assert view.shape == (1067, 1600, 3)
+    small = review.open_scan(review.examples()[0], None)  # ordinary scans are shown as they are
+    assert review.scan_view(small).shape == small.scan.display.shape
+    review.close_session(s)
+    review.close_session(small)

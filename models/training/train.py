@@ -8,8 +8,6 @@ interrupted run; ``--fresh`` starts over.
 
 Ultrasound augmentation: random resized crops, small rotations and shifts, left-right flips and
 brightness/contrast jitter. No vertical flips: the skin line is always at the top of a scan.
-``--normal-crops P``: a share P of the draws become lesion-free crops of lesion scans, labelled normal,
-or crops of the same sizes that keep the lesion (``normal_crops.py``).
 """
 from __future__ import annotations
 
@@ -41,7 +39,6 @@ from models.data.splits import DEFAULT_SPLIT, load_verified
 from models.inference.ensemble import run_model, softmax
 from models.preprocess import CaseArrays, decode_cases, normalize
 from models.training.metrics import classification_metrics
-from models.training.normal_crops import CropRecipe, crop_draw, expected_counts
 from models.weights import WEIGHTS_DIR, Manifest
 from models.zoo import REGISTRY, ModelSpec, build_model, get_spec
 
@@ -64,7 +61,6 @@ class RunConfig:
     init: str | None = "default"
     limit: int | None = None  # at most this many cases per split (smoke tests)
     balance_sources: bool = False  # draw each dataset equally often per epoch (see source_sampler)
-    normal_crops: float = 0.0  # share of draws cropped per normal_crops.CropRecipe (0: none)
     data: tuple[str, ...] = ()
     split_fingerprints: dict[str, str] = field(default_factory=dict)
 
@@ -111,9 +107,8 @@ def seed_everything(seed: int) -> None:
 class AugmentedCases(Dataset):
     """Scans (and masks) from ``CaseArrays`` with ultrasound-safe augmentation."""
 
-    def __init__(self, arrays: CaseArrays, size: int, train: bool, crops: CropRecipe | None = None):
+    def __init__(self, arrays: CaseArrays, size: int, train: bool):
         self.arrays = arrays
-        self.crops = crops if train else None
         self.transform = v2.Compose([
             v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8, 1.25), antialias=True),
             v2.RandomHorizontalFlip(),
@@ -125,23 +120,20 @@ class AugmentedCases(Dataset):
         return len(self.arrays)
 
     def __getitem__(self, k: int):
-        image, mask, label = self.arrays.images[k], self.arrays.masks[k], int(self.arrays.labels[k])
-        if self.crops is not None:
-            image, mask, label = crop_draw(image, mask, label, self.crops)
-        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image))[None])
-        mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))[None].to(torch.uint8))
+        image = tv_tensors.Image(torch.from_numpy(self.arrays.images[k])[None])
+        mask = tv_tensors.Mask(torch.from_numpy(self.arrays.masks[k])[None].to(torch.uint8))
         image, mask = self.transform(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), label
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), int(self.arrays.labels[k])
 
 
-def class_weights(labels: np.ndarray, counts: np.ndarray | None = None) -> torch.Tensor:
+def class_weights(labels: np.ndarray) -> torch.Tensor:
     """Square-root inverse-frequency weights (mean 1 over the classes present).
 
     Plain inverse frequency weighs BUSI's few normal scans 6:1 and, measured on validation,
     pushes decisions towards "normal" (macro-F1 0.50 after two epochs); the square root balances
     the classes without that.
     """
-    counts = np.bincount(labels, minlength=len(CLASSES)).astype(float) if counts is None else counts
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(float)
     w = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
     w = w * (counts > 0).sum() / w.sum()
     return torch.tensor(w, dtype=torch.float32)
@@ -277,10 +269,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     if state["done"]:
         print(f"{spec.name}: already finished in {run_dir}; --fresh to train again")
         return logs
-    crops = CropRecipe(config.normal_crops) if config.normal_crops > 0 else None
-    weights = class_weights(train.labels, expected_counts(train.labels, train.masks.any(axis=(1, 2)), crops)
-                            ).to(config.device)
-    data = AugmentedCases(train, spec.input_size, train=True, crops=crops)
+    weights = class_weights(train.labels).to(config.device)
+    data = AugmentedCases(train, spec.input_size, train=True)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         sampler = source_sampler(train.sources, generator) if config.balance_sources else None
@@ -379,9 +369,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="the shipped weights folder that --init shipped starts from (default: %(default)s)")
     ap.add_argument("--balance-sources", action="store_true",
                     help="draw each dataset equally often per epoch, as the validation score weighs them")
-    ap.add_argument("--normal-crops", type=float, metavar="P",
-                    help="share of training draws turned into crops: lesion-free crops of lesion scans labelled "
-                         "normal, and same-size crops that keep the lesion (default 0: none)")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
     ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
@@ -396,7 +383,6 @@ def main(argv: list[str] | None = None) -> int:
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None,
-                                     normal_crops=args.normal_crops,
                                      init=init,
                                      data=tuple(sorted({c.source for c in cases})),
                                      split_fingerprints=split.fingerprints)

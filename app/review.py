@@ -82,11 +82,10 @@ def sessions_root() -> Path:
     return root
 
 
-def use_private_gradio_cache() -> Path:
+def use_private_gradio_cache() -> None:
     """Point Gradio's file cache at this process's folder (before the Blocks are built). Gradio serves a file
     already in its cache as it is, so the export zip in a workspace is never copied to a shared place."""
     os.environ["GRADIO_TEMP_DIR"] = str(process_root())
-    return process_root()
 
 
 def _workspace_prefix(owner: str | None) -> str:
@@ -123,11 +122,16 @@ def expire_idle(max_idle_s: float | None = None, now: float | None = None) -> in
     return gone
 
 
+def sweep_seconds() -> int:
+    """How often idle data is looked for: several times per idle period, at least every minute."""
+    return max(1, min(60, int(idle_seconds() / 4)))
+
+
 def start_idle_expiry() -> threading.Thread:
-    """Expire idle workspaces in the background, checking several times per idle period."""
+    """Expire idle workspaces in the background, every ``sweep_seconds()``."""
     def loop() -> None:
         while True:
-            time.sleep(max(1.0, min(60.0, idle_seconds() / 4)))
+            time.sleep(sweep_seconds())
             expire_idle()
     thread = threading.Thread(target=loop, name="idle-expiry", daemon=True)
     thread.start()

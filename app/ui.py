@@ -216,8 +216,7 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
     review.use_private_gradio_cache()  # uploads and downloads in this process's folder, deleted with it
     idle = review.idle_seconds()
     # Public: Gradio deletes cached uploads and downloads once they are older than the idle time.
-    with gr.Blocks(title="SonoMark", delete_cache=(max(1, min(60, int(idle / 4))), int(idle)) if public else None
-                   ) as demo:
+    with gr.Blocks(title="SonoMark", delete_cache=(review.sweep_seconds(), int(idle)) if public else None) as demo:
         gr.Markdown(f"# SonoMark\nBreast-ultrasound reading and annotation assistant. {DISCLAIMER}"
                     + (f"\n\nThis public demo keeps your scans and saved cases in your session only; they are "
                        f"deleted when you leave, after {idle / 60:g} minutes without use, or when the server "

@@ -99,16 +99,15 @@ def _locked(folder: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _repair(folder: Path) -> None:
+def _remove_leftovers(folder: Path) -> None:
     """Under the lock, no save is under way: remove what a killed save left half-written (its hidden
-    ``.rN.*`` revision folder, ``.*.tmp`` files) and bring the class folders up to date with the manifest
-    (a kill after the commit point), so a case is never missing from its class folder for long."""
+    ``.rN.*`` revision folder, ``.*.tmp`` files). A kill after the commit point is repaired by the
+    ``sync_view`` that every save and zip runs, so a case is never missing from its class folder for long."""
     for leftover in [*folder.glob("revisions/*/.r*.*"), *folder.rglob(".*.tmp")]:
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
-    sync_view(folder)
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -129,7 +128,7 @@ def save_case(folder: Path, a: Annotation) -> SavedCase:
     case_id = case_id_for(a.scan)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with _locked(folder):
-        _repair(folder)
+        _remove_leftovers(folder)  # the sync_view after this save's commit also repairs an earlier crash
         history = read_manifest(folder)
         revision = 1 + max((e["revision"] for e in history if e["case_id"] == case_id), default=0)
         entry = {
@@ -192,7 +191,8 @@ def zip_export(folder: Path, dest: Path) -> Path:
     """A zip of the export (view, model masks, revisions, manifest, COCO) for download."""
     folder = Path(folder)
     with _locked(folder):
-        _repair(folder)
+        _remove_leftovers(folder)
+        sync_view(folder)
         write_coco(folder)
         with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
             for p in sorted(folder.rglob("*")):

@@ -275,7 +275,7 @@ def cross_site(data_dirs, weights_by_source: dict[str, Path], split_path: Path =
         seen = seen_sources(manifest)
         if not manifest.shipped() or not seen:
             raise CrossSiteError(f"{folder}: no shipped models that record what they were trained on; ship them "
-                                 "with `sonomark ship NAME --runs RUNS --weights {folder}`")
+                                 f"with `sonomark ship NAME --runs RUNS --weights {folder}`")
         if source in seen:
             raise CrossSiteError(f"{folder} saw {source} (trained or calibrated on {', '.join(sorted(seen))}); train "
                                  f"with --data without it, ship with --weights {folder}, calibrate with --data "

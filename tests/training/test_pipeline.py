@@ -245,4 +245,8 @@ def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp
     # weights that saw the source cannot stand for an unseen site
     assert evaluate.main([*argv, "--cross-site", f"busi={wdir}"]) == 1
     assert "saw busi" in capsys.readouterr().err
+    empty = tmp_path / "nothing-shipped"
+    empty.mkdir()
+    assert evaluate.main([*argv, "--cross-site", f"busi={empty}"]) == 1
+    assert f"--weights {empty}`" in capsys.readouterr().err  # the command to run names the folder
     assert evaluate.main([*argv, "--cross-site", "busi"]) == 2

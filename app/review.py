@@ -15,7 +15,8 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -24,9 +25,11 @@ import cv2
 import numpy as np
 
 from models.annotation import editing, export
+from models.annotation.lesions import LesionMasks
 from models.data import CLASSES
 from models.inference.analysis import Analysis, Analyzer
 from models.inference.explain import heatmap_overlay
+from models.inference.measure import Measurements
 from models.inference.overlay import overlay_mask
 from models.inference.scan import Scan, ScanError, frame_count, read_scan
 from models.weights import WEIGHTS_DIR, Manifest
@@ -38,6 +41,7 @@ MAX_ANNOTATOR = 100  # characters
 IDLE_MINUTES = 20.0  # a public session's data is deleted after this long without a request (SONOMARK_IDLE_MINUTES)
 ZIP_PREFIX = "sonomark-export-"
 VIEW_MAX_SIDE = 1600  # px: the scan, mask and Grad-CAM views the page shows; analysis and export keep full size
+CANVAS_MIN_SIDE = 1000  # px: the workspace canvas is drawn at least this large; the browser only ever scales down
 
 
 def is_public() -> bool:
@@ -64,6 +68,12 @@ class ReviewSession:
     scan: Scan | None = None
     analysis: Analysis | None = None
     opened_at: str | None = None
+    lesions: LesionMasks | None = None  # the masks being edited (app.workspace)
+    embedding: Future | None = None  # the scan's LiteMedSAM embedding, computed in the background
+    cam: np.ndarray | None = None  # the last Grad-CAM map, at the scan's size
+    ruler: list = field(default_factory=list)  # up to two points on the depth ruler (scan pixels)
+    tool: str = "Box"  # the workspace's tool; with the brush, the editor's layers hold the lesions
+    presets: object | None = None  # the public demo's spacing presets live in the session (app.workspace)
 
 
 @lru_cache(maxsize=1)
@@ -184,8 +194,9 @@ def per_model_rows(a: Analysis) -> list[list]:
         [["ensemble", *(round(a.probabilities[c], 3) for c in CLASSES)]]
 
 
-def measurements_markdown(a: Analysis, scan: Scan) -> str:
-    m = a.measurements
+def measurements_markdown(a: Analysis, scan: Scan, m: Measurements | None | str = "analysis") -> str:
+    """The lesion's measurements: the analysis's own, or ``m`` (of the mask as edited)."""
+    m = a.measurements if isinstance(m, str) else m
     versions = ", ".join(f"{n} `{v}`" for n, v in a.model_versions.items())
     if m is None:
         body = "No lesion segmented."
@@ -240,6 +251,7 @@ def open_scan(path: str | None, session: ReviewSession | None, owner: str | None
     if session is None or not session.workspace.is_dir():  # only now: a failed first analysis leaves no workspace
         session = new_session(owner=owner)
     session.scan, session.analysis = scan, analysis
+    session.lesions, session.embedding, session.cam, session.ruler = None, None, None, []
     session.opened_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return session
 
@@ -253,6 +265,13 @@ def view_of(image: np.ndarray, nearest: bool = False) -> np.ndarray:
         return image
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def canvas_scale(shape: tuple[int, int]) -> float:
+    """View pixels per scan pixel on the workspace canvas: small scans drawn larger (Gradio's image only ever
+    scales a picture down to fit, and maps a click back on that assumption), large ones at most VIEW_MAX_SIDE."""
+    side = max(shape)
+    return min(VIEW_MAX_SIDE, max(CANVAS_MIN_SIDE, side)) / side
 
 
 def scan_view(session: ReviewSession) -> np.ndarray:
@@ -272,6 +291,7 @@ def cam_view(session: ReviewSession, model: str, target: str, method: str, opaci
         heat = analyzer().explain(scan, model, None if target == PREDICTED else target, method)
     except ValueError as exc:
         raise ReviewError(str(exc)) from exc
+    session.cam = heat.cam.astype(np.float32)
     return heatmap_overlay(view_of(scan.display), view_of(heat.cam.astype(np.float32)), opacity)
 
 
@@ -299,7 +319,18 @@ def editor_refine(value: dict, session: ReviewSession) -> dict:
 
 
 def save(value: dict, label: str, annotator: str, session: ReviewSession) -> str:
-    """Save the edited case; returns the status (Markdown). ``export_zip`` packs the export on request."""
+    """Save the case with the mask painted in the editor's layers (one per lesion): the API's ``/export``."""
+    scan, _ = _require(session)
+    try:
+        lesions = editing.masks_from_editor(value, scan.shape)
+    except editing.LayerError as exc:
+        raise ReviewError(str(exc)) from exc
+    return save_lesions(lesions, label, annotator, session)
+
+
+def save_lesions(lesions: list[np.ndarray], label: str, annotator: str, session: ReviewSession) -> str:
+    """Save the case with ``lesions`` (one mask each); returns the status (Markdown). ``export_zip`` packs the
+    export on request."""
     scan, a = _require(session)
     if label not in CLASSES:
         raise ReviewError(f"Choose the label ({', '.join(CLASSES)}) before saving.")
@@ -307,7 +338,10 @@ def save(value: dict, label: str, annotator: str, session: ReviewSession) -> str
     if len(annotator) > MAX_ANNOTATOR:
         raise ReviewError(f"The annotator's name is {len(annotator):,} characters; use at most {MAX_ANNOTATOR} "
                           "(a name or initials).")
-    mask = _mask(value, scan)
+    lesions = [m for m in lesions if m.any()]
+    mask = np.zeros(scan.shape, bool)
+    for m in lesions:
+        mask |= m
     if label == "normal" and mask.any():
         raise ReviewError("A normal scan has no lesion: clear the mask, or choose benign or malignant.")
     if label != "normal" and not mask.any():
@@ -316,10 +350,11 @@ def save(value: dict, label: str, annotator: str, session: ReviewSession) -> str
         scan=scan, label=label, label_set_by="model" if label == a.label else "annotator", mask=mask,
         annotator=annotator or "anonymous", model_mask=a.mask, model_label=a.label,
         probabilities=a.probabilities, per_model=a.per_model, model_versions=a.model_versions,
-        started_at=session.opened_at))
+        started_at=session.opened_at, lesions=tuple(lesions) if len(lesions) > 1 else ()))
     dice = saved.entry["dice_model_vs_final"]
     where = "in this session's export (download the zip to keep it)" if is_public() else f"in `{session.export_dir}`"
-    return (f"Saved **{saved.case_id}** revision {saved.revision} as {label} "
+    several = f", {len(lesions)} lesions" if len(lesions) > 1 else ""
+    return (f"Saved **{saved.case_id}** revision {saved.revision} as {label}{several} "
             f"(Dice model vs yours {dice:.2f}) {where}.")
 
 

@@ -12,7 +12,7 @@ from models.annotation import editing
 from models.data import CLASSES, DEFAULT_DATA_DIR
 from models.inference.explain import CAM_METHODS
 
-from . import explorer, queue_ui, review
+from . import explorer, queue_ui, review, workspace
 
 DISCLAIMER = ("SonoMark is research software, **not a medical device**: it must not be used to diagnose "
               "or to decide on treatment.")
@@ -46,10 +46,13 @@ def _end_session(request: gr.Request) -> None:
 @_shown
 def analyze(path, session, fill, contour, opacity, frame=None, request: gr.Request = None):
     session = review.open_scan(path, session, _owner(request), frame)
+    workspace.start_embedding(session)  # box and clicks cost only the decoder by the time they are used
     a = session.analysis
-    return (session, review.verdict_markdown(a), review.per_model_rows(a), review.scan_view(session),
-            review.mask_view(session, fill, contour, opacity), review.measurements_markdown(a, session.scan),
-            review.editor_start(session), a.label, review.summary(a), None)
+    tool_note = "" if session.tool != workspace.BRUSH else " (the brush now shows the new scan's mask)"
+    return (session, review.verdict_markdown(a), review.per_model_rows(a),
+            workspace.view(session, fill, contour, opacity), workspace.measurements(session),
+            workspace.editor_value(session), a.label, review.summary(a),
+            gr.update(**workspace.lesion_choices(session)), f"Analysed `{session.scan.name}`.{tool_note}")
 
 
 def frame_control(path):
@@ -66,82 +69,218 @@ def _kept(fn):
     return wrapper
 
 
-def review_tab(public: bool = False) -> tuple[gr.State, list, list]:
-    """The Review tab; returns its session, the analyze inputs after the path, and its outputs."""
+def _canvas(action):
+    """A workspace action, then the canvas, the lesion list, the measurements, what happened, and the session."""
+    @_shown
+    @functools.wraps(action)
+    def handler(session, fill, contour, opacity, show_cam, *args):
+        message = action(session, *args)
+        return (workspace.view(session, fill, contour, opacity, show_cam),
+                gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session)
+    return handler
+
+
+@_shown
+def canvas_click(session, fill, contour, opacity, show_cam, tool, evt: gr.SelectData):
+    message = workspace.click(session, tool, evt.index)
+    return (workspace.view(session, fill, contour, opacity, show_cam),
+            gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session)
+
+
+@_shown
+def choose_tool(session, tool, value, fill, contour, opacity, show_cam):
+    """The brush paints in the editor (shown in the canvas's place); every other tool works on the canvas."""
+    if session is None or session.scan is None:
+        return gr.update(), gr.update(), gr.update(), gr.update(), "Analyze a scan first.", session
+    message = f"{tool}."
+    if session.tool == workspace.BRUSH and tool != workspace.BRUSH:
+        message = workspace.from_editor(session, value)
+    session.tool = tool
+    brush = tool == workspace.BRUSH
+    if brush:
+        message = "Brush: paint on the active layer (one layer per lesion); the eraser and undo are in the editor."
+    # the editor is shown first and given its layers after (``fill_editor``): a hidden ImageEditor that gets a
+    # value and is shown in the same update draws an empty canvas (gradio 6.31)
+    return (gr.update(visible=not brush, value=workspace.view(session, fill, contour, opacity, show_cam)),
+            gr.update(visible=brush), gr.update(**workspace.lesion_choices(session)), workspace.measurements(session),
+            message, session)
+
+
+def fill_editor(session):
+    if session is None or session.scan is None or session.tool != workspace.BRUSH:
+        return gr.update()
+    return workspace.editor_value(session)
+
+
+@_shown
+def save_case(session, value, label, annotator):
+    if session is not None and session.tool == workspace.BRUSH:
+        workspace.from_editor(session, value)
+    return review.save_lesions(workspace.state(session).lesions, label, annotator, session), session
+
+
+@_shown
+def explain(session, model, target, method, fill, contour, opacity):
+    review.cam_view(session, model, target, method, opacity)  # keeps the map in the session
+    return workspace.view(session, fill, contour, opacity, True), True, session
+
+
+@_shown
+def set_spacing(session, preset, typed, ruler_mm, fill, contour, opacity, show_cam):
+    message = workspace.set_spacing(session, workspace.presets(session), preset, typed, ruler_mm)
+    return (workspace.view(session, fill, contour, opacity, show_cam), workspace.measurements(session), message,
+            gr.update(choices=workspace.presets(session).names()), session)
+
+
+KEYS = [("A", "analyze"), ("S", "save"), ("D", "save & next"), ("[ / ]", "previous / next in the queue"),
+        ("B", "box"), ("F", "add click"), ("G", "remove click"), ("E", "brush / eraser"), ("R", "ruler"),
+        ("Z / Y", "undo / redo"), ("L", "new lesion"), ("M", "mask on / off")]
+# Keys click the workspace's buttons (by elem_id); none fire while the person types in a field.
+KEY_SCRIPT = """<script>
+document.addEventListener("keydown", (e) => {
+  const t = e.target, tag = (t && t.tagName || "").toLowerCase();
+  if (e.ctrlKey || e.metaKey || e.altKey || tag === "input" || tag === "textarea" || tag === "select"
+      || (t && t.isContentEditable)) return;
+  const buttons = {a: "sm-analyze", s: "sm-save", d: "sm-save-next", "[": "sm-prev", "]": "sm-next",
+                   z: "sm-undo", y: "sm-redo", l: "sm-new-lesion"};
+  const tools = {b: "Box", f: "Add (click)", g: "Remove (click)", e: "Brush / eraser", r: "Ruler"};
+  const k = e.key.toLowerCase();
+  let el = null;
+  if (buttons[k]) el = document.getElementById(buttons[k]);
+  else if (tools[k]) el = document.querySelector(`#sm-tool input[value="${tools[k]}"]`);
+  else if (k === "m") el = document.querySelector("#sm-fill input");
+  if (!el) return;
+  e.preventDefault();
+  el.click();
+});
+</script>"""
+
+
+def review_tab(public: bool = False) -> tuple[gr.State, gr.State, list, list]:
+    """The Review workspace; returns its session, the queue, the analyze inputs after the path, and its outputs."""
     # Public: a session's state (scans in memory) expires after the idle time, API clients' too (they never unload).
     session = gr.State(None, delete_callback=review.close_session,
                        time_to_live=review.idle_seconds() if public else None)
+    queue = gr.State(None)
     classifiers = review.shipped_classifiers()
-    with gr.Row():
-        with gr.Column(scale=1, min_width=280):
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
             upload = gr.File(label="Scan (PNG, JPEG, BMP, TIFF, WebP or DICOM)", file_types=UPLOAD_TYPES,
-                             type="filepath")
-            gr.Examples(review.examples(), inputs=upload, label="Examples (test split, cited in examples/README.md)")
+                             type="filepath", height=90)
             frame = gr.Slider(0, 1, 0, step=1, label="Cine frame", visible=False)
-            run = gr.Button("Analyze", variant="primary")
+            run = gr.Button("Analyze", variant="primary", elem_id="sm-analyze")
             verdict = gr.Markdown()
-            table = gr.Dataframe(headers=["model", *CLASSES], label="Calibrated probabilities per classifier",
-                                 interactive=False)
-        with gr.Column(scale=2):
+            label = gr.Radio(list(CLASSES), label="Label")
+            annotator = gr.Textbox(label="Annotator", placeholder="your name or initials")
             with gr.Row():
-                scan_img = gr.Image(label="Scan", type="numpy", format="png", interactive=False)
-                mask_img = gr.Image(label="Predicted lesion", type="numpy", format="png", interactive=False)
-                cam_img = gr.Image(label="Grad-CAM", type="numpy", format="png", interactive=False)
+                save = gr.Button("Save case", variant="primary", elem_id="sm-save", min_width=90)
+                save_next = gr.Button("Save & next", elem_id="sm-save-next", min_width=90)
             with gr.Row():
-                fill = gr.Checkbox(True, label="Mask fill")
-                contour = gr.Checkbox(True, label="Mask contour")
-                opacity = gr.Slider(0, 1, 0.35, step=0.05, label="Opacity")
-            with gr.Row():
+                prev_btn = gr.Button("◀ Previous", elem_id="sm-prev", size="sm", min_width=60)
+                next_btn = gr.Button("Next ▶", elem_id="sm-next", size="sm", min_width=60)
+            status = gr.Markdown()
+            measurements = gr.Markdown()
+            with gr.Accordion("Pixel spacing (scans without calibration)", open=False):
+                preset = gr.Dropdown(workspace.presets(None).names(), value=None, allow_custom_value=True,
+                                     label="Scanner preset", info="remembered on this machine" if not public
+                                     else "remembered in this session")
+                typed = gr.Number(None, label="mm per pixel", minimum=0)
+                ruler_mm = gr.Number(None, label="or: distance between two ruler ticks (mm), after two Ruler clicks",
+                                     minimum=0)
+                spacing_btn = gr.Button("Set spacing")
+            with gr.Accordion("Probabilities per classifier", open=False):
+                table = gr.Dataframe(headers=["model", *CLASSES], label="Calibrated probabilities", interactive=False)
+            with gr.Accordion("Grad-CAM", open=False):
                 cam_model = gr.Dropdown(classifiers, value=classifiers[0] if classifiers else None, label="Classifier")
                 cam_class = gr.Dropdown([review.PREDICTED, *CLASSES], value=review.PREDICTED, label="Class")
                 cam_method = gr.Dropdown(list(CAM_METHODS), value="Grad-CAM", label="Method")
-                explain = gr.Button("Explain")
-            measurements = gr.Markdown()
-    with gr.Accordion("Correct the mask and save the case", open=True):
-        editor = gr.ImageEditor(label="Mask editor (brush, eraser, undo)", type="numpy", image_mode="RGBA",
-                                format="png", sources=(), transforms=(), layers=False, fixed_canvas=True,
-                                canvas_size=editing.CANVAS, interactive=True,
-                                brush=gr.Brush(colors=["rgba(0,220,90,0.6)"], color_mode="fixed", default_size=12),
-                                eraser=gr.Eraser(default_size=16))
-        with gr.Row():
-            reset = gr.Button("Reset to prediction")
-            clear = gr.Button("Clear")
-            smooth = gr.Button("Smooth")
-            refine = gr.Button("Refine edges (GrabCut)")
-        with gr.Row():
-            label = gr.Radio(list(CLASSES), label="Label")
-            annotator = gr.Textbox(label="Annotator", placeholder="your name or initials")
-            save = gr.Button("Save case", variant="primary")
-        status = gr.Markdown()
-        with gr.Row():
-            pack = gr.Button("Download the export (zip)")
-            download = gr.File(label="Export so far (BUSI layout + manifest + COCO, zip)", interactive=False)
+                explain_btn = gr.Button("Explain")
+            with gr.Accordion("Export", open=False):
+                pack = gr.Button("Download the export (zip)")
+                download = gr.File(label="Export so far (BUSI layout + manifest + COCO, zip)", interactive=False)
+            gr.Examples(review.examples(), inputs=upload, label="Examples (test split, cited in examples/README.md)")
+            gr.Markdown("<small>**Keys** " + " · ".join(f"<kbd>{k}</kbd> {what}" for k, what in KEYS) + "</small>",
+                        elem_id="sm-keys")
+        with gr.Column(scale=3, min_width=640):
+            with gr.Row():
+                tool = gr.Radio(list(workspace.TOOLS), value=workspace.BOX, label="Tool", elem_id="sm-tool", scale=3)
+                lesion = gr.Dropdown([workspace.NEW], value=workspace.NEW, label="Lesion", scale=1, min_width=120)
+            canvas = gr.Image(label="Scan — Box: click two corners; Add/Remove: click on the lesion", type="numpy",
+                              format="png", interactive=False, height=620, elem_id="sm-canvas",
+                              buttons=["fullscreen"])
+            editor = gr.ImageEditor(label="Brush and eraser (one layer per lesion)", type="numpy", image_mode="RGBA",
+                                    format="png", sources=(), transforms=(), layers=True, fixed_canvas=True,
+                                    canvas_size=editing.CANVAS, interactive=True, visible=False, height=620,
+                                    brush=gr.Brush(colors=["rgba(0,220,90,0.6)"], color_mode="fixed", default_size=12),
+                                    eraser=gr.Eraser(default_size=16))
+            with gr.Row():
+                fill = gr.Checkbox(True, label="Mask", elem_id="sm-fill", min_width=60)
+                contour = gr.Checkbox(True, label="Contour", min_width=60)
+                show_cam = gr.Checkbox(False, label="Grad-CAM", min_width=60)
+                opacity = gr.Slider(0, 1, 0.35, step=0.05, label="Opacity", min_width=120)
+            with gr.Row():
+                undo = gr.Button("Undo", elem_id="sm-undo", size="sm", min_width=60)
+                redo = gr.Button("Redo", elem_id="sm-redo", size="sm", min_width=60)
+                new_lesion = gr.Button("New lesion", elem_id="sm-new-lesion", size="sm", min_width=60)
+                remove = gr.Button("Remove lesion", size="sm", min_width=60)
+                clear = gr.Button("Clear", size="sm", min_width=60)
+                reset = gr.Button("Reset to prediction", size="sm", min_width=60)
+                smooth = gr.Button("Smooth", size="sm", min_width=60)
+                refine = gr.Button("GrabCut edges", size="sm", min_width=60)
         summary = gr.JSON(label="Analysis data", visible=False)
+        api_save = gr.Button("API save", visible=False)
 
-    outputs = [session, verdict, table, scan_img, mask_img, measurements, editor, label, summary, cam_img]
+    outputs = [session, verdict, table, canvas, measurements, editor, label, summary, lesion, status]
+    view = [fill, contour, opacity, show_cam]
+    refresh = [canvas, lesion, measurements, status, session]
+    edit = {"concurrency_id": "edit", "concurrency_limit": EDITS}
     upload.change(frame_control, upload, frame, api_visibility="private")
     run.click(analyze, [upload, session, fill, contour, opacity, frame], outputs, api_name="analyze",
               concurrency_id="analysis", concurrency_limit=ANALYSES)
-    edit = {"concurrency_id": "edit", "concurrency_limit": EDITS}
-    for control in (fill, contour, opacity):
-        control.change(_shown(_kept(review.mask_view)), [session, fill, contour, opacity], [mask_img, session],
-                       api_visibility="private", **edit)
-    explain.click(_shown(_kept(review.cam_view)), [session, cam_model, cam_class, cam_method, opacity],
-                  [cam_img, session], api_name="explain", concurrency_id="explain")
-    reset.click(_shown(_kept(review.editor_start)), session, [editor, session], api_visibility="private", **edit)
-    clear.click(_shown(_kept(review.editor_clear)), session, [editor, session], api_visibility="private", **edit)
-    smooth.click(_shown(_kept(review.editor_smooth)), [editor, session], [editor, session], api_visibility="private",
-                 **edit)
-    refine.click(_shown(_kept(review.editor_refine)), [editor, session], [editor, session], api_visibility="private",
-                 **edit)
-    save.click(_shown(_kept(review.save)), [editor, label, annotator, session], [status, session], api_name="export",
-               **edit)
+    for control in view:
+        control.change(_shown(_kept(workspace.view)), [session, *view], [canvas, session], api_visibility="private",
+                       **edit)
+    canvas.select(canvas_click, [session, *view, tool], refresh, api_visibility="private", **edit)
+    tool.change(choose_tool, [session, tool, editor, *view], [canvas, editor, lesion, measurements, status, session],
+                api_visibility="private", **edit).then(fill_editor, session, editor, api_visibility="private", **edit)
+    lesion.input(_canvas(workspace.pick), [session, *view, lesion], refresh, api_visibility="private", **edit)
+    for btn, action in ((undo, workspace.undo), (redo, workspace.redo), (new_lesion, workspace.new_lesion),
+                        (remove, workspace.remove_lesion), (clear, workspace.clear), (reset, workspace.reset),
+                        (smooth, workspace.smooth), (refine, workspace.grabcut)):
+        btn.click(_canvas(action), [session, *view], refresh, api_visibility="private", **edit)
+    explain_btn.click(explain, [session, cam_model, cam_class, cam_method, fill, contour, opacity],
+                      [canvas, show_cam, session], api_name="explain", concurrency_id="explain")
+    spacing_btn.click(set_spacing, [session, preset, typed, ruler_mm, *view],
+                      [canvas, measurements, status, preset, session], api_visibility="private", **edit)
+    save.click(save_case, [session, editor, label, annotator], [status, session], api_visibility="private", **edit)
+    api_save.click(_shown(_kept(review.save)), [editor, label, annotator, session], [status, session],
+                   api_name="export", **edit)
     pack.click(_shown(_kept(review.export_zip)), session, [download, session], api_name="download_export")
-    return session, [fill, contour, opacity], outputs
+
+    @_shown
+    def save_and_next(q, s, value, lab, who, fill_, contour_, opacity_, request: gr.Request):
+        saved, s = save_case(s, value, lab, who)
+        if q is None:
+            return (s, *[gr.update()] * (len(outputs) - 2), saved + " No queue open: open a folder in the Queue tab.")
+        queue_ui.step(q, "next")
+        out = analyze(queue_ui.current_path(q), s, fill_, contour_, opacity_, None, request)
+        return (*out[:-1], saved + " " + out[-1])
+
+    @_shown
+    def step(q, s, action, fill_, contour_, opacity_, request: gr.Request):
+        queue_ui.step(q, action)
+        return analyze(queue_ui.current_path(q), s, fill_, contour_, opacity_, None, request)
+
+    save_next.click(save_and_next, [queue, session, editor, label, annotator, fill, contour, opacity], outputs,
+                    api_visibility="private", concurrency_id="analysis", concurrency_limit=ANALYSES)
+    for btn, action in ((prev_btn, "previous"), (next_btn, "next")):
+        btn.click(step, [queue, session, gr.State(action), fill, contour, opacity], outputs, api_visibility="private",
+                  concurrency_id="analysis", concurrency_limit=ANALYSES)
+    return session, queue, [fill, contour, opacity], outputs
 
 
-def queue_tab(tabs: gr.Tabs, session: gr.State, view_inputs: list, review_outputs: list) -> None:
-    queue = gr.State(None)
+def queue_tab(tabs: gr.Tabs, session: gr.State, queue: gr.State, view_inputs: list, review_outputs: list) -> None:
+    """Open a folder and watch its pre-annotation; the Review workspace then steps through it (Save & next)."""
     with gr.Row():
         folder = gr.Textbox(label="Folder of scans on this machine", placeholder="/path/to/scans", scale=4)
         open_btn = gr.Button("Open", variant="primary", scale=1)
@@ -223,10 +362,10 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
                        "restarts. Download the zip to keep them." if public else ""))
         with gr.Tabs() as tabs:
             with gr.Tab("Review", id="review"):
-                session, view_inputs, review_outputs = review_tab(public)
+                session, queue, view_inputs, review_outputs = review_tab(public)
             if not public:  # a public demo never browses the server's folders
                 with gr.Tab("Queue", id="queue"):
-                    queue_tab(tabs, session, view_inputs, review_outputs)
+                    queue_tab(tabs, session, queue, view_inputs, review_outputs)
             with gr.Tab("Ground truth", id="truth"):
                 explorer_tab(demo, data_dir)
         demo.unload(_end_session)
@@ -235,6 +374,8 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, server_name: str = "127.0.0.1", server_port: int | None = None) -> None:
     threading.Thread(target=review.warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=workspace.warm_up, name="warm-up-prompts", daemon=True).start()
     if review.is_public():
         review.start_idle_expiry()
-    demo.launch(server_name=server_name, server_port=server_port, max_file_size=MAX_UPLOAD, show_error=True)
+    demo.launch(server_name=server_name, server_port=server_port, max_file_size=MAX_UPLOAD, show_error=True,
+                head=KEY_SCRIPT)

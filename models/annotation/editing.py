@@ -21,6 +21,7 @@ import numpy as np
 from models.inference.postprocess import clean_mask
 
 MASK_RGB = (0, 220, 90)
+LESION_RGB = (MASK_RGB, (255, 170, 0), (0, 170, 255), (230, 60, 200))  # lesion 1, 2, 3, 4 (then again)
 MASK_ALPHA = 150  # translucent, so the scan shows through; well above the 127 read threshold
 ALPHA_THRESHOLD = 127
 
@@ -65,17 +66,20 @@ def from_canvas(painted: np.ndarray, shape: tuple[int, int], canvas: tuple[int, 
     return region > 0
 
 
-def mask_layer(mask: np.ndarray) -> np.ndarray:
+def mask_layer(mask: np.ndarray, rgb: tuple[int, int, int] = MASK_RGB) -> np.ndarray:
     """A translucent RGBA layer showing ``mask`` (what the editor opens with)."""
     layer = np.zeros((*mask.shape, 4), np.uint8)
-    layer[mask.astype(bool)] = (*MASK_RGB, MASK_ALPHA)
+    layer[mask.astype(bool)] = (*rgb, MASK_ALPHA)
     return layer
 
 
-def editor_value(display_rgb: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """The editor's value: the scan and its mask layer, both placed on the canvas."""
+def editor_value(display_rgb: np.ndarray, masks: np.ndarray | list[np.ndarray]) -> dict[str, Any]:
+    """The editor's value: the scan and one layer per lesion (at least one, maybe empty), placed on the canvas."""
+    masks = [masks] if isinstance(masks, np.ndarray) else list(masks)
+    masks = masks or [np.zeros(display_rgb.shape[:2], bool)]
     background = to_canvas(np.dstack([display_rgb, np.full(display_rgb.shape[:2], 255, np.uint8)]))
-    return {"background": background, "layers": [to_canvas(mask_layer(mask), nearest=True)], "composite": None}
+    layers = [to_canvas(mask_layer(m, LESION_RGB[k % len(LESION_RGB)]), nearest=True) for k, m in enumerate(masks)]
+    return {"background": background, "layers": layers, "composite": None}
 
 
 class LayerError(ValueError):
@@ -101,6 +105,20 @@ def _painted(layer: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return painted
 
 
+def masks_from_editor(value: dict | None, shape: tuple[int, int]) -> list[np.ndarray]:
+    """Each of the editor's layers (one per lesion) as a bool mask of ``shape``; see ``mask_from_editor``."""
+    masks = []
+    for layer in (value or {}).get("layers") or []:
+        if layer is None:
+            continue
+        painted = _painted(layer, shape)
+        if painted.all():
+            raise LayerError("the mask layer is painted everywhere (an opaque image?); paint only the lesion and "
+                             "leave the rest transparent")
+        masks.append(painted)
+    return masks
+
+
 def mask_from_editor(value: dict | None, shape: tuple[int, int]) -> np.ndarray:
     """The union of the editor's painted layers as a bool mask of ``shape`` (height, width).
 
@@ -110,13 +128,7 @@ def mask_from_editor(value: dict | None, shape: tuple[int, int]) -> np.ndarray:
     image sent as a layer), rather than guess.
     """
     mask = np.zeros(shape, bool)
-    for layer in (value or {}).get("layers") or []:
-        if layer is None:
-            continue
-        painted = _painted(layer, shape)
-        if painted.all():
-            raise LayerError("the mask layer is painted everywhere (an opaque image?); paint only the lesion and "
-                             "leave the rest transparent")
+    for painted in masks_from_editor(value, shape):
         mask |= painted
     return mask
 

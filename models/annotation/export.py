@@ -43,6 +43,7 @@ from models.data.sonomark import (
 from models.inference.scan import Scan, safe_stem
 
 APP_VERSION = "0.1.0"
+INSTANCES = "instances.png"  # per revision with several lesions: pixel value k = lesion k
 LABEL_SETTERS = ("model", "annotator")
 
 
@@ -62,6 +63,7 @@ class Annotation:
     model_versions: dict[str, str] = field(default_factory=dict)
     started_at: str | None = None
     note: str = ""
+    lesions: tuple[np.ndarray, ...] = ()  # one mask per lesion when there are several; their union is ``mask``
 
     def __post_init__(self) -> None:
         if self.label not in CLASSES:
@@ -72,6 +74,17 @@ class Annotation:
             if m is not None and m.shape != self.scan.shape:
                 raise ValueError(f"{self.scan.name}: {what} is {m.shape[1]}x{m.shape[0]} but the scan is "
                                  f"{self.scan.shape[1]}x{self.scan.shape[0]}")
+        if self.lesions:
+            union = np.zeros(self.scan.shape, bool)
+            for m in self.lesions:
+                if m.shape != self.scan.shape:
+                    raise ValueError(f"{self.scan.name}: a lesion mask is {m.shape[1]}x{m.shape[0]} but the scan is "
+                                     f"{self.scan.shape[1]}x{self.scan.shape[0]}")
+                union |= m
+            if not np.array_equal(union, np.asarray(self.mask, bool)):
+                raise ValueError(f"{self.scan.name}: the lesion masks do not add up to the final mask")
+            if len(self.lesions) > 255:
+                raise ValueError(f"{self.scan.name}: {len(self.lesions)} lesions; at most 255 are stored")
 
 
 @dataclass(frozen=True)
@@ -139,8 +152,12 @@ def save_case(folder: Path, a: Annotation) -> SavedCase:
             "lesion_pixels": int(np.asarray(a.mask, bool).sum()), "probabilities": a.probabilities,
             "per_model": a.per_model, "model_versions": a.model_versions, "annotator": a.annotator,
             "started_at": a.started_at, "saved_at": now, "app_version": APP_VERSION,
-            "pixel_spacing_mm": list(a.scan.spacing_mm) if a.scan.spacing_mm else None, "note": a.note,
+            "pixel_spacing_mm": list(a.scan.spacing_mm) if a.scan.spacing_mm else None,
+            "pixel_spacing_source": a.scan.spacing_source if a.scan.spacing_mm else None, "note": a.note,
+            "lesions": len(a.lesions) if a.lesions else int(np.asarray(a.mask, bool).any()),
         }
+        if len(a.lesions) > 1:
+            entry["instances"] = f"{revision_paths(entry)['image'].rsplit('/', 1)[0]}/{INSTANCES}"
         rev_dir = folder / revision_paths(entry)["image"].rsplit("/", 1)[0]
         rev_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(dir=rev_dir.parent, prefix=f".r{revision}."))
@@ -149,6 +166,11 @@ def save_case(folder: Path, a: Annotation) -> SavedCase:
             (tmp_dir / "mask.png").write_bytes(_mask_png(a.mask))
             if a.model_mask is not None:
                 (tmp_dir / "model_mask.png").write_bytes(_mask_png(a.model_mask))
+            if len(a.lesions) > 1:  # 0 background, k lesion k; a later lesion wins where two overlap
+                labels = np.zeros(a.scan.shape, np.uint8)
+                for k, m in enumerate(a.lesions, start=1):
+                    labels[np.asarray(m, bool)] = k
+                (tmp_dir / INSTANCES).write_bytes(_png(labels))
             if rev_dir.exists():  # written by a save that crashed before its commit point: not in the manifest
                 shutil.rmtree(rev_dir)
             os.rename(tmp_dir, rev_dir)
@@ -174,8 +196,14 @@ def write_coco(folder: Path) -> Path:
         view = view_paths(entry)
         images.append({"id": k, "file_name": view["image"], "width": entry["width"], "height": entry["height"],
                        "sonomark_case_id": entry["case_id"], "sonomark_label": entry["label"]})
-        mask = np.asarray(Image.open(folder / view["mask"])) > 127
-        if mask.any() and entry["label"] in cat_id:
+        if entry.get("instances"):  # several lesions: one COCO instance each
+            labels = np.asarray(Image.open(folder / entry["instances"]))
+            masks = [labels == v for v in range(1, int(labels.max()) + 1)]
+        else:
+            masks = [np.asarray(Image.open(folder / view["mask"])) > 127]
+        for mask in masks:
+            if not mask.any() or entry["label"] not in cat_id:
+                continue
             code = rle.encode(np.asfortranarray(mask.astype(np.uint8)))
             annotations.append({"id": len(annotations) + 1, "image_id": k, "category_id": cat_id[entry["label"]],
                                 "segmentation": {"size": code["size"], "counts": code["counts"].decode("ascii")},

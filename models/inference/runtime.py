@@ -16,6 +16,7 @@ PyTorch stays the source of truth: training, evaluation and Grad-CAM use the PyT
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from typing import Callable
 
@@ -28,6 +29,9 @@ from models.zoo import ModelSpec
 BACKENDS = ("onnxruntime", "torch")
 Runner = Callable[[np.ndarray], np.ndarray]
 OPSET = 17
+# torch.onnx.export keeps global state: two exports at once (the analysis's models and LiteMedSAM warming up in
+# their own threads) fail with "GLOBALS.in_onnx_export must be False". Every export in the process takes this lock.
+EXPORT_LOCK = threading.Lock()
 
 
 def check_backend(backend: str | None, device: str = "cpu") -> str:
@@ -55,7 +59,7 @@ def onnx_bytes(model: nn.Module, spec: ModelSpec) -> bytes:
     """The model as an ONNX graph for a batch-1 input of the spec's size."""
     x = torch.zeros(1, 3, spec.input_size, spec.input_size)
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with EXPORT_LOCK, warnings.catch_warnings():
         # The TorchScript-based exporter, deprecated in favour of the torch.export one, took about 1 s
         # per registered model here against 4-10 s for the new one, and every model runs the same
         # under ONNX Runtime (tests/test_runtime.py). Tracing at the fixed input size is exact here.

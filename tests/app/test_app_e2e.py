@@ -15,10 +15,11 @@ def test_analyze_and_export_through_the_api(server):
     assert {"/analyze", "/export", "/download_export", "/explain"} <= set(api["named_endpoints"])
     example = REPO / "examples" / "busi_malignant_105.png"
     out = client.predict(handle_file(str(example)), True, True, 0.35, api_name="/analyze")
-    verdict, table, scan_image, mask_image, measurements, editor, label, summary, cam = out
+    verdict, table, canvas_image, measurements, editor, label, summary, lesion, status = out
     assert verdict.startswith("## ") and summary["scan"] == example.name
     assert set(summary["probabilities"]) == {"benign", "malignant", "normal"}
-    assert np.asarray(Image.open(mask_image)).shape[:2] == np.asarray(Image.open(example)).shape[:2]
+    assert np.asarray(Image.open(canvas_image)).shape[:2] == np.asarray(Image.open(example)).shape[:2]
+    assert lesion in ("Lesion 1", "+ new lesion") and example.name in status
     layer = root / "layer.png"
     h, w = np.asarray(Image.open(example)).shape[:2]
     paint = np.zeros((h, w, 4), np.uint8)

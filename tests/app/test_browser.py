@@ -20,48 +20,82 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)")
 
 
-def test_review_paint_and_save_in_a_browser(server):
+def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
+    """At 1440x900: analyse with A, draw a box with two clicks on the canvas, add a click (F), undo and redo
+    (Z, Y), save with S; the saved mask lies in the box. Then the brush (E) paints a second revision."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     url, root = server
     example = REPO / "examples" / "busi_malignant_105.png"
+    h, w = np.asarray(Image.open(example)).shape[:2]
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(url)
         page.locator("input[type=file]").first.set_input_files(str(example))
         page.wait_for_timeout(1000)
-        page.get_by_role("button", name="Analyze").click()
+        page.keyboard.press("a")
         page.get_by_text("Uncertainty").wait_for(timeout=120_000)
         assert page.get_by_text("not a medical device").count() >= 1
-        assert page.locator("img").count() >= 1  # the predicted-lesion overlay
-        page.get_by_role("button", name="Clear", exact=True).last.click()
-        page.wait_for_timeout(2500)
-        page.get_by_role("button", name="Brush", exact=True).click()
+        canvas = page.locator("#sm-canvas img").first
+        box = canvas.bounding_box()
+        assert box["width"] >= 640, "the scan must be the largest thing on the screen"
+        assert box["y"] + box["height"] <= 900, "the canvas must fit the screen without scrolling"
+        natural = page.evaluate("() => { const i = document.querySelector('#sm-canvas img');"
+                                " return [i.naturalWidth, i.naturalHeight]; }")
+        r = min(box["width"] / natural[0], box["height"] / natural[1], 1)  # Gradio's own click mapping
+        ox, oy = box["x"] + (box["width"] - natural[0] * r) / 2, box["y"] + (box["height"] - natural[1] * r) / 2
+
+        def click(fx, fy):  # at a fraction of the scan
+            page.mouse.click(ox + fx * natural[0] * r, oy + fy * natural[1] * r)
+
+        click(0.30, 0.30)
+        page.get_by_text("opposite corner").wait_for(timeout=30_000)
+        click(0.60, 0.65)
+        page.get_by_text("Lesion 1: box").wait_for(timeout=60_000)
+        page.keyboard.press("f")
         page.wait_for_timeout(500)
-        box = page.locator("canvas").last.bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(cx - 40, cy - 10)
-        page.mouse.down()
-        for k in range(20):  # a stroke through the editor's centre, which is the scan's centre
-            page.mouse.move(cx - 40 + 4 * k, cy - 10 + k, steps=2)
-        page.mouse.up()
-        page.wait_for_timeout(800)
+        click(0.45, 0.47)
+        page.get_by_text("box + 1 click").wait_for(timeout=30_000)
+        page.keyboard.press("z")
+        page.get_by_text("Undone.").wait_for(timeout=30_000)
+        page.keyboard.press("y")
+        page.get_by_text("Redone.").wait_for(timeout=30_000)
         page.get_by_role("radio", name="malignant").check()
         page.get_by_placeholder("your name or initials").fill("browser-test")
-        page.get_by_role("button", name="Save case").click()
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("s")
         page.get_by_text("revision 1 as malignant").wait_for(timeout=60_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_workspace.png"))
+        (mask_file,) = (root / "exports" / "malignant").glob("*_mask.png")
+        mask = np.asarray(Image.open(mask_file)) > 127
+        ys, xs = np.nonzero(mask)
+        assert mask.shape == (h, w) and mask.any()
+        assert xs.min() >= 0.28 * w and xs.max() <= 0.62 * w and ys.min() >= 0.28 * h and ys.max() <= 0.67 * h
+
+        page.keyboard.press("e")  # the brush: the editor takes the canvas's place, with the lesion as its layer
+        page.get_by_text("Layer 1").wait_for(timeout=30_000)
+        page.wait_for_timeout(3000)
+        page.get_by_role("button", name="Brush", exact=True).click()
+        page.wait_for_timeout(500)
+        ed = page.locator("canvas").last.bounding_box()
+        cx, cy = ed["x"] + ed["width"] / 2, ed["y"] + ed["height"] / 2
+        page.mouse.move(cx - 150, cy + 60)
+        page.mouse.down()
+        for k in range(20):  # a stroke below the centre of the editor, which is the scan's centre
+            page.mouse.move(cx - 150 + 8 * k, cy + 60, steps=2)
+        page.mouse.up()
+        page.wait_for_timeout(800)
+        page.keyboard.press("s")
+        page.get_by_text("revision 2 as malignant").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Export").click()
         page.get_by_role("button", name="Download the export (zip)").click()  # packed on request, not per save
         page.get_by_text("sonomark-export-").first.wait_for(timeout=60_000)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "browser_review.png"), full_page=True)
         browser.close()
     (mask_file,) = (root / "exports" / "malignant").glob("*_mask.png")
-    mask = np.asarray(Image.open(mask_file)) > 127
-    h, w = np.asarray(Image.open(example)).shape[:2]
-    assert mask.shape == (h, w)
-    assert mask[h // 2 - 5:h // 2 + 5, w // 2 - 5:w // 2 + 5].any()  # the painted pixels, where they were painted
-    ys, xs = np.nonzero(mask)
-    assert 0 < mask.mean() < 0.1 and ys.min() > 0.2 * h and ys.max() < 0.8 * h and xs.min() > 0.1 * w
+    second = np.asarray(Image.open(mask_file)) > 127
+    assert (second & ~mask).sum() > 100  # the stroke, added to the box's lesion
+    assert (second & mask).sum() >= 0.9 * mask.sum()
 
 
 def test_a_closed_public_session_takes_its_workspace_while_the_server_serves_another(tmp_path):

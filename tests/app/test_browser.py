@@ -51,7 +51,7 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
         click(0.30, 0.30)
         page.get_by_text("opposite corner").wait_for(timeout=30_000)
         click(0.60, 0.65)
-        page.get_by_text("Lesion 1: box").wait_for(timeout=60_000)
+        page.get_by_text("Lesion 1: box").wait_for(timeout=120_000)  # the first prompt may wait for LiteMedSAM
         page.keyboard.press("f")
         page.wait_for_timeout(500)
         click(0.45, 0.47)

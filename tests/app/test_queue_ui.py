@@ -45,3 +45,26 @@ def test_queue_errors_are_clear(setup, tmp_path):
     with pytest.raises(review.ReviewError, match="Open a folder first"):
         queue_ui.step(None, "next")
     assert queue_ui.status(None) == ("No folder open.", [])
+
+
+def test_save_and_next_goes_through_the_queue_in_the_workspace(setup):
+    """The Review workspace and the queue are one flow: Save & next saves and opens the next scan."""
+    from app import ui, workspace
+    q = queue_ui.open_queue(str(setup))
+    q.wait(120)
+    first = queue_ui.current_path(q)
+    out = ui.queue_step(q, None, "previous", True, True, 0.35)  # at the first already: it stays, and is analysed
+    session = out[0]
+    assert session.scan.name == first.rsplit("/", 1)[-1]
+    workspace.clear(session)
+    painted = np.zeros(session.scan.shape, bool)
+    painted[20:40, 30:60] = True
+    workspace.state(session).set_active(painted)
+    out = ui.save_and_next(q, session, None, "benign", "tester", True, True, 0.35)
+    assert "Saved" in out[-1] and out[0].scan.name != first.rsplit("/", 1)[-1]
+    assert queue_ui.status(q)[0].startswith("**1 of 3 done**")
+    with pytest.raises(Exception, match="Choose the label"):
+        ui.save_and_next(None, out[0], None, None, "tester", True, True, 0.35)
+    workspace.state(out[0]).set_active(painted)
+    alone = ui.save_and_next(None, out[0], None, "benign", "tester", True, True, 0.35)
+    assert "No queue open" in alone[-1]

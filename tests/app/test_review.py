@@ -56,11 +56,13 @@ def test_editor_round_trip_and_tools(session):
     assert not editing.mask_from_editor(review.editor_clear(s), s.scan.shape).any()
     painted = np.zeros(s.scan.shape, bool)
     painted[100:160, 150:230] = True
-    value = editing.editor_value(s.scan.display, painted)
-    assert editing.mask_from_editor(review.editor_smooth(value, s), s.scan.shape).any()
-    assert editing.mask_from_editor(review.editor_refine(value, s), s.scan.shape).shape == s.scan.shape
+    from app import workspace
+    workspace.from_editor(s, editing.editor_value(s.scan.display, painted))
+    assert workspace.smooth(s).startswith("Smoothed") and workspace.state(s).lesions[0].any()
+    assert workspace.grabcut(s).startswith("Edges refined") and workspace.state(s).lesions[0].shape == s.scan.shape
+    workspace.clear(s)
     with pytest.raises(review.ReviewError, match="Paint a rough mask"):
-        review.editor_refine(review.editor_clear(s), s)
+        workspace.grabcut(s)
 
 
 def test_save_writes_the_painted_mask_and_the_zip_comes_on_request(session, tmp_path):
@@ -245,8 +247,9 @@ def test_views_of_a_very_large_scan_are_drawn_at_display_size(engine, monkeypatc
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (4000, 6000), dtype=np.uint8)).save(big)
     s = review.open_scan(str(big), None)
     assert s.analysis.mask.shape == (4000, 6000)
+    from app import workspace
     for view in (review.scan_view(s), review.mask_view(s, opacity=0.5),
-                 review.cam_view(s, "resnet18", review.PREDICTED, "EigenCAM")):
+                 review.cam_view(s, "resnet18", review.PREDICTED, "EigenCAM"), workspace.view(s, show_cam=True)):
         assert view.shape == (1067, 1600, 3)
     small = review.open_scan(review.examples()[0], None)  # ordinary scans are shown as they are
     assert review.scan_view(small).shape == small.scan.display.shape

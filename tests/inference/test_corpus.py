@@ -17,12 +17,14 @@ from tests.inference.corpus import make_corpus
 from tests.inference.test_analysis import ship_random
 
 MEMORY_MB = 3000  # the batch process's peak resident memory over the whole corpus (the models take ~1 GB)
+# The peak is VmHWM, the high-water mark of this program's own memory: ru_maxrss would also count the pytest
+# process it was forked from (Linux keeps it across exec), which grows with the tests run before.
 BATCH = """
-import resource, sys
+import re, sys
 from models.cli import main
 folder, out, weights = sys.argv[1:]
 code = main(["predict", folder, "--out", out, "--weights", weights])
-print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("PEAK_KB", re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 sys.exit(code)
 """
 

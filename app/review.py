@@ -253,8 +253,11 @@ def open_scan(path: str | None, session: ReviewSession | None, owner: str | None
     analysis = engine.analyze(scan)
     if session is None or not session.workspace.is_dir():  # only now: a failed first analysis leaves no workspace
         session = new_session(owner=owner)
-    session.scan, session.analysis = scan, analysis
-    session.lesions, session.embedding, session.cam, session.ruler = None, None, None, []
+    with session.lock:  # never while an edit of the previous scan is under way
+        if session.embedding is not None:
+            session.embedding.cancel()  # the previous scan's, if it has not started: never computed for nothing
+        session.scan, session.analysis = scan, analysis
+        session.lesions, session.embedding, session.cam, session.ruler = None, None, None, []
     session.opened_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return session
 

@@ -75,14 +75,20 @@ def _one_at_a_time(session):
 
 
 def _canvas(action):
-    """A workspace action, then the canvas, the lesion list, the measurements, what happened, and the session."""
+    """A workspace action, then the canvas, the lesion list, the measurements, what happened, the session, and,
+    with the brush, the editor: its layers are taken in first and given back changed (undo, clear, ... act on
+    what was painted, and what is shown is what will be saved)."""
     @_shown
     @functools.wraps(action)
-    def handler(session, fill, contour, opacity, show_cam, *args):
+    def handler(session, fill, contour, opacity, show_cam, value, *args):
         with _one_at_a_time(session):
+            brush = session is not None and session.scan is not None and session.tool == workspace.BRUSH
+            if brush:
+                workspace.from_editor(session, value)
             message = action(session, *args)
         return (workspace.view(session, fill, contour, opacity, show_cam),
-                gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session)
+                gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session,
+                workspace.editor_value(session) if brush else gr.update())
     return handler
 
 
@@ -270,11 +276,12 @@ def review_tab(public: bool = False) -> tuple[gr.State, gr.State, list, list]:
     canvas.select(canvas_click, [session, *view, tool], refresh, api_visibility="private", **edit)
     tool.change(choose_tool, [session, tool, editor, *view], [canvas, editor, lesion, measurements, status, session],
                 api_visibility="private", **edit).then(fill_editor, session, editor, api_visibility="private", **edit)
-    lesion.input(_canvas(workspace.pick), [session, *view, lesion], refresh, api_visibility="private", **edit)
+    lesion.input(_canvas(workspace.pick), [session, *view, editor, lesion], [*refresh, editor],
+                 api_visibility="private", **edit)
     for btn, action in ((undo, workspace.undo), (redo, workspace.redo), (new_lesion, workspace.new_lesion),
                         (remove, workspace.remove_lesion), (clear, workspace.clear), (reset, workspace.reset),
                         (smooth, workspace.smooth), (refine, workspace.grabcut)):
-        btn.click(_canvas(action), [session, *view], refresh, api_visibility="private", **edit)
+        btn.click(_canvas(action), [session, *view, editor], [*refresh, editor], api_visibility="private", **edit)
     explain_btn.click(explain, [session, cam_model, cam_class, cam_method, fill, contour, opacity],
                       [canvas, show_cam, session], api_name="explain", concurrency_id="explain")
     spacing_btn.click(set_spacing, [session, preset, typed, ruler_mm, *view],

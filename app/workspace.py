@@ -92,9 +92,7 @@ def view(session: ReviewSession, fill: bool = True, contour: bool = True, opacit
     scale = review.canvas_scale(scan.shape)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     base = cv2.resize(scan.display, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    if show_cam:
-        if session.cam is None:
-            raise ReviewError("Press Explain first to compute a Grad-CAM map.")
+    if show_cam and session.cam is not None:  # a new scan has no map until Explain is pressed
         base = heatmap_overlay(base, cv2.resize(session.cam, size, interpolation=cv2.INTER_LINEAR), opacity)
     return canvas.draw(base, state(session), fill, contour, opacity, session.ruler)
 
@@ -153,6 +151,10 @@ def _prompt(session: ReviewSession, s: LesionMasks, prompt: Prompt, base=None) -
         raise ReviewError(_sentence(exc)) from exc
     box = prompt.box if prompt.box is not None else s.box
     s.set_active(result.mask, keep_prompt=True)
+    if not result.mask.any():  # the lesion is gone: the next prompt starts a new one, not on its neighbour
+        s.new_lesion()
+        return ("No lesion in that box: draw it around the lesion, or paint it." if prompt.box is not None
+                else "The lesion is removed (Z to undo).")
     s.box, s.clicks, s.last = box, list(prompt.clicks), result
     n = len(s.clicks)
     what = ("box" if box else "mask") + (f" + {n} click{'s' * (n > 1)}" if n else "")

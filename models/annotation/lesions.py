@@ -59,8 +59,14 @@ class LesionMasks:
         self.corner, self.box, self.clicks, self.last = None, None, [], None
 
     def replace(self, lesions: list[np.ndarray], keep_prompt: bool = False) -> None:
-        """A change: the new lesion list (empty lesions dropped), the old one undoable."""
-        new = [np.asarray(m, bool) for m in lesions if np.asarray(m).any()]
+        """A change: the new lesion list, the old one undoable. Lesions never overlap (a pixel belongs to the first
+        lesion that has it, so every instance is exported whole) and empty ones are dropped."""
+        new, taken = [], np.zeros(self.shape, bool)
+        for m in lesions:
+            m = np.asarray(m, bool) & ~taken
+            if m.any():
+                new.append(m)
+                taken |= m
         if len(new) == len(self.lesions) and all(np.array_equal(a, b) for a, b in zip(new, self.lesions)):
             return
         self.undo_stack.append(self.lesions)
@@ -72,12 +78,18 @@ class LesionMasks:
             self._forget_prompt()
 
     def set_active(self, mask: np.ndarray, keep_prompt: bool = True) -> None:
-        """The active lesion's mask becomes ``mask`` (a new lesion if the active one is new)."""
+        """The active lesion's mask becomes ``mask`` (a new lesion if the active one is new), less the pixels of
+        the other lesions: a box drawn over a neighbour never takes it over."""
         lesions = list(self.lesions)
+        others = np.zeros(self.shape, bool)
+        for k, m in enumerate(lesions):
+            if k != self.active:
+                others |= m
+        mask = np.asarray(mask, bool) & ~others
         if self.active < len(lesions):
-            lesions[self.active] = np.asarray(mask, bool)
+            lesions[self.active] = mask
         else:
-            lesions.append(np.asarray(mask, bool))
+            lesions.append(mask)
         active = self.active
         self.replace(lesions, keep_prompt=keep_prompt)
         self.active = min(active, len(self.lesions))

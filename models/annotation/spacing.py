@@ -74,7 +74,10 @@ class Presets:
         return name
 
     def get(self, preset: str) -> dict | None:
-        return self.values.get(" ".join((preset or "").split()))
+        try:
+            return self.values.get(self.name(preset))
+        except SpacingError:  # no name: no preset
+            return None
 
     def names(self) -> list[str]:
         return sorted(self.values)

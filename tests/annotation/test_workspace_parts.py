@@ -34,6 +34,21 @@ def test_lesions_undo_redo_and_several_lesions():
     assert all(m.any() for m in s.lesions)
 
 
+def test_lesions_never_overlap_and_an_emptied_one_leaves_no_stale_index():
+    shape = (60, 80)
+    s = LesionMasks.from_mask(disc(shape, 20, 30, 10))
+    s.new_lesion()
+    s.set_active(disc(shape, 30, 30, 10))  # drawn over the first lesion: it takes only the free pixels
+    assert len(s.lesions) == 2 and not (s.lesions[0] & s.lesions[1]).any()
+    assert np.array_equal(s.lesions[0], disc(shape, 20, 30, 10))
+    assert np.array_equal(s.union, disc(shape, 20, 30, 10) | disc(shape, 30, 30, 10))
+    s.select(0)
+    s.set_active(np.zeros(shape, bool))  # emptied: dropped, and the other lesion is untouched
+    assert len(s.lesions) == 1 and s.lesions[0][30, 38]
+    s.replace([disc(shape, 20, 30, 10), disc(shape, 25, 30, 10)])  # brush layers that overlap
+    assert not (s.lesions[0] & s.lesions[1]).any()
+
+
 def test_a_change_forgets_the_redo_and_history_is_bounded():
     s = LesionMasks((10, 10))
     for k in range(MAX_HISTORY + 10):
@@ -91,6 +106,7 @@ def test_spacing_from_the_ruler_typed_and_remembered(tmp_path):
     presets = spacing.Presets(tmp_path / "presets.json")
     name = presets.set("  Logiq E9,\n4 cm ", 0.08, spacing.TYPED)
     assert name == "Logiq E9, 4 cm" and spacing.Presets(tmp_path / "presets.json").get(name)["mm_per_pixel"] == 0.08
+    assert presets.get("Logiq E9,\t4 cm") is not None and presets.get("") is None
     with pytest.raises(spacing.SpacingError, match="name the scanner preset"):
         presets.set(" ", 0.08, spacing.TYPED)
     scan = spacing.with_spacing(make_scan(), 0.08, spacing.RULER, name)

@@ -9,24 +9,20 @@ non-zero only when nothing could be processed or the arguments are wrong.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import sys
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from models.inference.analysis import Analysis, Analyzer
-from models.inference.overlay import overlay_mask
-from models.inference.scan import ScanError, read_scan, safe_stem
+from models.inference.analysis import Analyzer
+from models.inference.predict_ray import predict_ray
+from models.inference.predictions import COLUMNS, predict_one, read_rows, write_rows
+from models.inference.scan import ScanError
 from models.weights import WEIGHTS_DIR
 
-COLUMNS = ["path", "label", "p_benign", "p_malignant", "p_normal", "uncertainty", "review", "review_reasons",
-           "mask_path", "overlay_path", "lesion_area", "longest_diameter", "perpendicular_diameter",
-           "depth_to_width", "unit", "sha256", "error"]
+__all__ = ["COLUMNS", "find_inputs", "predict", "predict_ray", "read_rows", "write_rows"]
+
 SCAN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom", ""}
 
 
@@ -44,52 +40,6 @@ def find_inputs(inputs: Iterable[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def output_name(path: Path) -> str:
-    """A file-system-safe, collision-free name for ``path``'s outputs."""
-    return f"{safe_stem(path.name)}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
-
-
-def row_for(path: Path, a: Analysis, mask_rel: str, overlay_rel: str) -> dict[str, str]:
-    m = a.measurements
-    return {"path": str(path), "label": a.label, **{f"p_{c}": f"{p:.4f}" for c, p in a.probabilities.items()},
-            "uncertainty": f"{a.uncertainty:.4f}", "review": str(a.review).lower(),
-            "review_reasons": "; ".join(a.review_reasons), "mask_path": mask_rel, "overlay_path": overlay_rel,
-            "lesion_area": f"{m.area:.2f}" if m else "0", "longest_diameter": f"{m.longest_diameter:.2f}" if m else "",
-            "perpendicular_diameter": f"{m.perpendicular_diameter:.2f}" if m else "",
-            "depth_to_width": f"{m.depth_to_width:.3f}" if m else "", "unit": m.unit if m else "",
-            "sha256": a.scan_sha256, "error": ""}
-
-
-def read_rows(csv_path: Path) -> list[dict[str, str]]:
-    if not csv_path.is_file():
-        return []
-    with open(csv_path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def write_rows(csv_path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = csv_path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(csv_path)
-
-
-def _predict_one(path: Path, out: Path, analyzer: Analyzer, overlays: bool, frame: int | None) -> dict[str, str]:
-    scan = read_scan(path, frame=frame)
-    a = analyzer.analyze(scan)
-    name = output_name(path)
-    mask_rel = f"masks/{name}.png"
-    Image.fromarray(a.mask.astype(np.uint8) * 255).save(out / mask_rel)
-    overlay_rel = ""
-    if overlays:
-        (out / "overlays").mkdir(exist_ok=True)
-        overlay_rel = f"overlays/{name}.png"
-        Image.fromarray(overlay_mask(scan.display, a.mask)).save(out / overlay_rel)
-    return row_for(path, a, mask_rel, overlay_rel)
-
-
 def predict(inputs: list[Path], out: Path, analyzer: Analyzer, overlays: bool = False, sort: str | None = None,
             frame: int | None = None, progress: bool = True) -> list[dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +50,7 @@ def predict(inputs: list[Path], out: Path, analyzer: Analyzer, overlays: bool = 
     todo = [p for p in inputs if str(p) not in done]
     for path in tqdm(todo, desc="pre-annotating", unit="scan", disable=not progress):
         try:
-            rows.append(_predict_one(path, out, analyzer, overlays, frame))
+            rows.append(predict_one(path, out, analyzer, overlays, frame))
         except ScanError as exc:
             rows.append({**{c: "" for c in COLUMNS}, "path": str(path), "error": f"{exc.kind}: {exc}"})
         except Exception as exc:  # noqa: BLE001 - one file's failure is that file's row, never the run's end
@@ -122,17 +72,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlays", action="store_true", help="also write the mask drawn on each scan")
     ap.add_argument("--frame", type=int, help="frame to read from multi-frame DICOM files")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: this process; ray: a pool of Ray actors (models.inference.predict_ray)")
+    ap.add_argument("--workers", type=int, default=2, help="Ray actors, one CPU each (default: %(default)s)")
+    ap.add_argument("--ray-address", help="join this Ray cluster (e.g. auto) instead of starting a local one")
     args = ap.parse_args(argv)
     try:
         inputs = find_inputs(args.inputs)
-        analyzer = Analyzer(args.weights)
+        analyzer = Analyzer(args.weights) if args.engine == "local" else None
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not inputs:
         print(f"error: no scan files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
         return 2
-    rows = predict(inputs, args.out, analyzer, args.overlays, args.sort, args.frame)
+    if args.engine == "ray":
+        rows = predict_ray(inputs, args.out, args.weights, args.overlays, args.sort, args.frame, args.workers,
+                           args.ray_address)
+    else:
+        rows = predict(inputs, args.out, analyzer, args.overlays, args.sort, args.frame)
     ok = sum(not r["error"] for r in rows)
     print(f"{ok} of {len(rows)} scans pre-annotated, {len(rows) - ok} unreadable; wrote {args.out / 'predictions.csv'}")
     return 0 if ok else 1

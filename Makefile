@@ -12,7 +12,7 @@ $(VENV)/.app: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.test: requirements.txt requirements-test.txt pyproject.toml
+$(VENV)/.test: requirements.txt requirements-cluster.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-test.txt
 	$(PY) -m pip install -q --no-deps -e .

@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no scan files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
         return 2
     if args.engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print("error: the Ray engine needs Ray: .venv/bin/pip install -r requirements-cluster.txt", file=sys.stderr)
+            return 2
         rows = predict_ray(inputs, args.out, args.weights, args.overlays, args.sort, args.frame, args.workers,
                            args.ray_address)
     else:

@@ -38,3 +38,13 @@ def test_ray_engine_gives_the_local_runs_rows_and_masks(tmp_path):
     assert [r["path"] for r in again] == [r["path"] for r in remote]
     assert read_rows(tmp_path / "ray" / "predictions.csv") == again
     assert [r for r in again if not r["error"]] == [r for r in remote if not r["error"]]
+
+
+def test_without_ray_the_engine_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    from models.inference import predict as predict_module
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
+    weights = ship_random(tmp_path / "w", ("resnet18",))
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
+    code = predict_module.main([str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--engine", "ray",
+                                "--weights", str(weights)])
+    assert code == 2 and "pip install -r requirements-cluster.txt" in capsys.readouterr().err

@@ -111,20 +111,18 @@ class LesionMasks:
         self.replace([])
         self.active = 0
 
-    def undo(self) -> bool:
-        if not self.undo_stack:
+    def _step(self, source: list, target: list) -> bool:
+        """Undo (from the undo stack to the redo stack) or redo (the other way)."""
+        if not source:
             return False
-        self.redo_stack.append(self.lesions)
-        self.lesions = self.undo_stack.pop()
+        target.append(self.lesions)
+        self.lesions = source.pop()
         self.active = min(self.active, len(self.lesions))
         self._forget_prompt()
         return True
 
+    def undo(self) -> bool:
+        return self._step(self.undo_stack, self.redo_stack)
+
     def redo(self) -> bool:
-        if not self.redo_stack:
-            return False
-        self.undo_stack.append(self.lesions)
-        self.lesions = self.redo_stack.pop()
-        self.active = min(self.active, len(self.lesions))
-        self._forget_prompt()
-        return True
+        return self._step(self.redo_stack, self.undo_stack)

@@ -18,9 +18,7 @@ shapes the edges. Without a box, the lesion's current mask (the models' or the b
 """
 from __future__ import annotations
 
-import io
 import threading
-import warnings
 from dataclasses import dataclass, field
 
 import cv2
@@ -29,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from models.inference.postprocess import clean_mask
-from models.inference.runtime import EXPORT_LOCK, OPSET, check_backend
+from models.inference.runtime import check_backend, onnx_runner
 from models.data.paths import REPO
 from models.weights import Manifest, WeightsError, sha256_file
 
@@ -146,20 +144,10 @@ def box_from_mask(mask: np.ndarray) -> tuple[float, float, float, float] | None:
 
 
 def _onnx_encoder(encoder: torch.nn.Module):
-    """The image encoder under ONNX Runtime: 0.8 s against PyTorch's 1.7 s per scan on the 2-core CPU
+    """The image encoder under ONNX Runtime: 0.84 s against PyTorch's 1.49 s per scan on the 2-core CPU
     (``benchmarks/prompt_speed.py``)."""
-    import onnxruntime as ort
-    buffer = io.BytesIO()
-    with EXPORT_LOCK, warnings.catch_warnings():  # the TorchScript exporter: see models.inference.runtime
-        warnings.simplefilter("ignore")
-        torch.onnx.export(encoder, (torch.zeros(1, 3, SIZE, SIZE),), buffer, input_names=["x"], output_names=["y"],
-                          dynamo=False, opset_version=OPSET)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    run = onnx_runner(encoder, SIZE)
+    return lambda x: torch.from_numpy(run(x.numpy()))
 
 
 class PromptSegmenter:
@@ -194,6 +182,18 @@ class PromptSegmenter:
             features = self._encode(x)
         return Embedding(features, (h, w))
 
+    def _decode(self, embedding: Embedding, boxes: torch.Tensor, points=None,
+                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """The prompt encoder and mask decoder: low-resolution logits (1, 1, 256, 256) and the IoU estimate."""
+        net = self.net
+        with self._lock, torch.inference_mode():
+            sparse, dense = net.prompt_encoder(points=points, boxes=boxes, masks=masks)
+            logits, iou = net.mask_decoder(image_embeddings=embedding.features,
+                                           image_pe=net.prompt_encoder.get_dense_pe(),
+                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                           multimask_output=False)
+        return logits.float().cpu(), float(iou.reshape(-1)[0])
+
     def segment(self, embedding: Embedding, prompt: Prompt, base: torch.Tensor | None = None) -> PromptResult:
         """The lesion mask for ``prompt``: the box through the decoder (or ``base`` logits, e.g. an earlier box's
         or ``mask_logits`` of the lesion's mask), then the clicks (``apply_clicks``)."""
@@ -208,14 +208,7 @@ class PromptSegmenter:
                 raise PromptError(f"the box ({x1 - x0:.0f} x {y1 - y0:.0f} px) is too small: drag it around the "
                                   "whole lesion")
             box = torch.tensor([[[x0 * s, y0 * s, x1 * s, y1 * s]]], device=self.device)
-            net = self.net
-            with self._lock, torch.inference_mode():
-                sparse, dense = net.prompt_encoder(points=None, boxes=box, masks=None)
-                base, iou = net.mask_decoder(image_embeddings=embedding.features,
-                                             image_pe=net.prompt_encoder.get_dense_pe(),
-                                             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                             multimask_output=False)
-            base, score = base.float().cpu(), float(iou.reshape(-1)[0])
+            base, score = self._decode(embedding, box)
         elif base is None:
             raise PromptError("draw a box around the lesion first")
         logits = apply_clicks(base, prompt.clicks, s) if prompt.clicks else base
@@ -231,14 +224,7 @@ class PromptSegmenter:
         boxes = torch.tensor([[[box[0] * s, box[1] * s, box[2] * s, box[3] * s]]], device=self.device)
         coords = torch.tensor([[[c.x * s, c.y * s] for c in clicks]], dtype=torch.float32, device=self.device)
         labels = torch.tensor([[int(c.positive) for c in clicks]], device=self.device)
-        net = self.net
-        with self._lock, torch.inference_mode():
-            sparse, dense = net.prompt_encoder(points=(coords, labels), boxes=boxes, masks=previous.logits)
-            logits, iou = net.mask_decoder(image_embeddings=embedding.features,
-                                           image_pe=net.prompt_encoder.get_dense_pe(),
-                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                           multimask_output=False)
+        logits, score = self._decode(embedding, boxes, (coords, labels), previous.logits)
         h, w = embedding.shape
         up = F.interpolate(logits[..., :round(h * s), :round(w * s)], size=(h, w), mode="bilinear", align_corners=False)
-        return PromptResult(clean_mask(up[0, 0].numpy() > 0, min_area_fraction=0.0), logits, previous.base,
-                            float(iou.reshape(-1)[0]))
+        return PromptResult(clean_mask(up[0, 0].numpy() > 0, min_area_fraction=0.0), logits, previous.base, score)

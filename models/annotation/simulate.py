@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from models.data.masks import dice_iou
+
 from .prompts import Click, Prompt, PromptResult, PromptSegmenter
 
 BOX_JITTER = 0.10
@@ -23,9 +25,7 @@ MAX_CLICKS = 10
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+    return dice_iou(a, b)[0]
 
 
 def jittered_box(truth: np.ndarray, rng: np.random.Generator,

@@ -55,9 +55,10 @@ def torch_runner(model: nn.Module, device: str = "cpu") -> Runner:
     return run
 
 
-def onnx_bytes(model: nn.Module, spec: ModelSpec) -> bytes:
-    """The model as an ONNX graph for a batch-1 input of the spec's size."""
-    x = torch.zeros(1, 3, spec.input_size, spec.input_size)
+def onnx_bytes(model: nn.Module, spec: ModelSpec | int) -> bytes:
+    """The model as an ONNX graph for a batch-1 input of the spec's size (or of ``spec`` pixels square)."""
+    size = spec if isinstance(spec, int) else spec.input_size
+    x = torch.zeros(1, 3, size, size)
     buffer = io.BytesIO()
     with EXPORT_LOCK, warnings.catch_warnings():
         # The TorchScript-based exporter, deprecated in favour of the torch.export one, took about 1 s
@@ -69,7 +70,8 @@ def onnx_bytes(model: nn.Module, spec: ModelSpec) -> bytes:
     return buffer.getvalue()
 
 
-def onnx_runner(model: nn.Module, spec: ModelSpec) -> Runner:
+def onnx_runner(model: nn.Module, spec: ModelSpec | int) -> Runner:
+    """The model under ONNX Runtime on the CPU, for a batch-1 input as ``onnx_bytes`` takes it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

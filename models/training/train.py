@@ -6,6 +6,10 @@ validation cases (the test split is never read here). Per model, ``runs/<name>/`
 best validation epoch), ``log.csv`` and ``curves.png``. Re-running the same command resumes an
 interrupted run; ``--fresh`` starts over.
 
+Under ``torchrun --nproc_per_node N`` the same command trains data-parallel (see ``distributed``):
+``--batch-size`` stays the global batch, rank 0 alone writes, and a run resumes on any number of
+processes.
+
 Ultrasound augmentation: random resized crops, small rotations and shifts, left-right flips and
 brightness/contrast jitter. No vertical flips: the skin line is always at the top of a scan.
 """
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -38,6 +42,8 @@ from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, load_verified
 from models.inference.ensemble import run_model, softmax
 from models.preprocess import CaseArrays, decode_cases, normalize
+from models.training import distributed
+from models.training.distributed import SINGLE, Ranks
 from models.training.metrics import classification_metrics
 from models.weights import WEIGHTS_DIR, Manifest
 from models.zoo import REGISTRY, ModelSpec, build_model, get_spec
@@ -88,6 +94,7 @@ class EpochLog:
     lr: float
     seconds: float
     images_per_s: float
+    samples: int = 0  # trained on this epoch, over all processes (0 in logs written before it was kept)
 
 
 def pick_device(name: str = "auto") -> str:
@@ -119,10 +126,17 @@ class AugmentedCases(Dataset):
     def __len__(self) -> int:
         return len(self.arrays)
 
-    def __getitem__(self, k: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """Case ``key``, or ``(case, seed)``: augmented from its own seed, whatever process draws it."""
+        k, seed = key if isinstance(key, tuple) else (key, None)
         image = tv_tensors.Image(torch.from_numpy(self.arrays.images[k])[None])
         mask = tv_tensors.Mask(torch.from_numpy(self.arrays.masks[k])[None].to(torch.uint8))
-        image, mask = self.transform(image, mask)
+        if seed is None:
+            image, mask = self.transform(image, mask)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                image, mask = self.transform(image, mask)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), int(self.arrays.labels[k])
 
 
@@ -151,6 +165,22 @@ def source_sampler(sources: Sequence[str], generator: torch.Generator) -> Weight
     counts = np.bincount(index, minlength=len(names))
     return WeightedRandomSampler(torch.from_numpy(1.0 / counts[index]), num_samples=len(sources),
                                  replacement=True, generator=generator)
+
+
+def epoch_batches(train: CaseArrays, config: RunConfig, epoch: int, ranks: Ranks = SINGLE) -> list[list[tuple[int, int]]]:
+    """This process's batches of ``(case, augmentation seed)`` for one epoch.
+
+    The epoch's order (shuffled, or source-balanced) and every sample's augmentation seed depend
+    only on the run's seed and the epoch; each process takes its share of every global batch.
+    """
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    draw = (source_sampler(train.sources, generator) if config.balance_sources
+            else RandomSampler(range(len(train)), generator=generator))
+    order = list(draw)
+    seeds = torch.randint(0, 2**62, (len(order),), generator=generator).tolist()
+    batches = distributed.global_batches(list(zip(order, seeds)), config.batch_size,
+                                         drop_last=len(train) > config.batch_size)
+    return [distributed.rank_slice(b, ranks) for b in batches]
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -233,26 +263,33 @@ def write_curves(logs: Sequence[EpochLog], path: Path, title: str) -> None:
 
 def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: RunConfig, run_dir: Path,
                 fresh: bool = False, progress: bool = True, stop_after: int | None = None,
-                deadline: float | None = None) -> list[EpochLog]:
+                deadline: float | None = None, ranks: Ranks = SINGLE) -> list[EpochLog]:
     """Train (or resume) one model; returns every epoch's log. ``best.pt`` holds the best weights.
 
     ``stop_after`` (an epoch) and ``deadline`` (a ``time.time()``) end this call early after a
     whole epoch, leaving a checkpoint that the same call resumes, e.g. to train in chunks.
     A resumed run gives the same weights as an uninterrupted one: every epoch's shuffle depends
     only on the seed and the epoch, and the RNG states travel in the checkpoint.
+
+    With ``ranks`` of several processes (torchrun), each trains on its share of every batch, and
+    rank 0 alone validates and writes; the others follow its decisions.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.check_batch_size(config.batch_size, ranks)
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     last, best = run_dir / "last.pt", run_dir / "best.pt"
     seed_everything(config.seed)
     # channels_last: a CPU training step ran 1.2-2.1x faster for the U-Net and EfficientNet-Lite0/1, and
     # 0.92-1.11x for the other four (benchmarks/results/train_speed.json).
-    model = build_model(spec.name, config.init).to(config.device, memory_format=torch.channels_last)
+    net = build_model(spec.name, config.init).to(config.device, memory_format=torch.channels_last)
+    model = net
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1)
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "logs": [], "done": False}
-    if last.exists() and not fresh:
-        ckpt = torch.load(last, map_location=config.device, weights_only=False)
+    ckpt = torch.load(last, map_location="cpu", weights_only=False) if ranks.main and last.exists() and not fresh else None
+    ckpt = distributed.from_main(ckpt, ranks)
+    if ckpt is not None:
         if _with_defaults(ckpt["config"]) != asdict(config):
             raise ValueError(f"{last}: made with other settings ({ckpt['config']}); use --fresh to start over, "
                              "or repeat the original command to resume")
@@ -263,28 +300,39 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
-        print(f"{spec.name}: resuming after epoch {state['epoch']} (best {state['best_score']:.4f} "
-              f"at epoch {state['best_epoch']})")
+        if ranks.main:
+            print(f"{spec.name}: resuming after epoch {state['epoch']} (best {state['best_score']:.4f} "
+                  f"at epoch {state['best_epoch']})")
     logs = [EpochLog(**l) for l in state["logs"]]
     if state["done"]:
-        print(f"{spec.name}: already finished in {run_dir}; --fresh to train again")
+        if ranks.main:
+            print(f"{spec.name}: already finished in {run_dir}; --fresh to train again")
         return logs
+    # Wrapped after loading, so that every rank starts from the checkpoint; DDP then keeps them equal.
+    model = distributed.wrap(net, config.device, ranks)
     weights = class_weights(train.labels).to(config.device)
     data = AugmentedCases(train, spec.input_size, train=True)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        sampler = source_sampler(train.sources, generator) if config.balance_sources else None
-        loader = DataLoader(data, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                            drop_last=len(train) > config.batch_size, generator=generator)
+        # Dropout draws from the global generator: seeded per epoch (and rank), a resumed run repeats them.
+        torch.manual_seed((config.seed * 100_003 + epoch) * 1_000 + ranks.rank)
+        loader = DataLoader(data, batch_sampler=epoch_batches(train, config, epoch, ranks))
         model.train()
         t0, seen, total = time.time(), 0, 0.0
-        bar = tqdm(loader, desc=f"{spec.name} epoch {epoch}/{config.epochs}", unit="batch", disable=not progress)
+        bar = tqdm(loader, desc=f"{spec.name} epoch {epoch}/{config.epochs}", unit="batch",
+                   disable=not (progress and ranks.main))
         for image, mask, label in bar:
             x = normalize(image.to(config.device), spec).contiguous(memory_format=torch.channels_last)
             with _autocast(config):
                 out = model(x).float()
-            loss = (F.cross_entropy(out, label.to(config.device), weight=weights) if spec.task == "classify"
-                    else seg_loss(out, mask.to(config.device)))
+            if spec.task == "classify":
+                # The class-weighted mean over the whole global batch: DDP averages the ranks' gradients,
+                # so each rank divides its weighted sum by the global weight total over the processes.
+                y = label.to(config.device)
+                total_weight = distributed.batch_total(weights[y].sum(), ranks) / ranks.world_size
+                loss = F.cross_entropy(out, y, weight=weights, reduction="sum") / total_weight
+            else:
+                # BCE is a mean over equal shares; the batch Dice term is per share under DDP.
+                loss = seg_loss(out, mask.to(config.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -294,19 +342,27 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
             total += loss.item() * len(image)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         train_time = time.time() - t0
-        val_loss, score, per_source = validate(model, spec, val, config, weights.cpu())
+        total, seen = distributed.sum_over_ranks([total, seen], ranks, config.device)
+        result = validate(net, spec, val, config, weights.cpu()) if ranks.main else None
+        val_loss, score, per_source = distributed.from_main(result, ranks)
         log = EpochLog(epoch, total / max(seen, 1), val_loss, score, per_source, sched.get_last_lr()[0],
-                       time.time() - t0, seen / max(train_time, 1e-9))
+                       time.time() - t0, seen / max(train_time, 1e-9), int(seen))
         logs.append(log)
         improved = score > state["best_score"]
         if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            _save_atomic({"model": model.state_dict(), "epoch": epoch, "score": score, "config": asdict(config)}, best)
         else:
             state["bad_epochs"] += 1
         state.update(epoch=epoch, logs=[asdict(l) for l in logs],
                      done=epoch == config.epochs or state["bad_epochs"] >= config.patience)
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        pause = distributed.from_main(epoch == stop_after or (deadline is not None and time.time() > deadline), ranks)
+        if not ranks.main:
+            if state["done"] or pause:
+                break
+            continue
+        if improved:
+            _save_atomic({"model": net.state_dict(), "epoch": epoch, "score": score, "config": asdict(config)}, best)
+        _save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "state": state, "config": asdict(config),
                       "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                      last)
@@ -314,12 +370,13 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
         write_curves(logs, run_dir / "curves.png", f"{spec.name} ({spec.arch})")
         print(f"{spec.name} epoch {epoch}: train loss {log.train_loss:.4f}, val loss {val_loss:.4f}, "
               f"score {score:.4f} {'(best)' if improved else ''} "
-              + " ".join(f"{k}={v:.3f}" for k, v in per_source.items()) + f", {log.images_per_s:.1f} img/s")
+              + " ".join(f"{k}={v:.3f}" for k, v in per_source.items()) + f", {log.images_per_s:.1f} img/s"
+              + (f" on {ranks.world_size} processes" if ranks.distributed else ""))
         if state["done"]:
             if state["bad_epochs"] >= config.patience:
                 print(f"{spec.name}: early stop, no improvement for {config.patience} epochs")
             break
-        if epoch == stop_after or (deadline is not None and time.time() > deadline):
+        if pause:
             print(f"{spec.name}: paused after epoch {epoch}; run the same command again to resume")
             break
     return logs
@@ -329,11 +386,11 @@ def _write_log(logs: Sequence[EpochLog], path: Path) -> None:
     keys = sorted({k for l in logs for k in l.per_source})
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["epoch", "train_loss", "val_loss", "score", *keys, "lr", "seconds", "images_per_s"])
+        w.writerow(["epoch", "train_loss", "val_loss", "score", *keys, "lr", "seconds", "images_per_s", "samples"])
         for l in logs:
             w.writerow([l.epoch, f"{l.train_loss:.5f}", f"{l.val_loss:.5f}", f"{l.score:.5f}",
                         *[f"{l.per_source.get(k, math.nan):.5f}" for k in keys], f"{l.lr:.3g}", f"{l.seconds:.1f}",
-                        f"{l.images_per_s:.2f}"])
+                        f"{l.images_per_s:.2f}", l.samples])
 
 
 def split_arrays(cases: Sequence[Case], split, spec: ModelSpec, limit: int | None,
@@ -375,8 +432,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
+    ranks = distributed.init(device)
+    try:
+        return _train_all(args, device, ranks)
+    finally:
+        distributed.shutdown()
+
+
+def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
-    split, cases = load_verified(args.data, args.split, progress=not args.quiet)
+    quiet = args.quiet or not ranks.main
+    split, cases = load_verified(args.data, args.split, progress=not quiet)
     for name in (list(REGISTRY) if args.all else args.models):
         spec = get_spec(name)
         init = str(Manifest.read(args.weights).verify(name)) if args.init == "shipped" else args.init
@@ -386,14 +452,17 @@ def main(argv: list[str] | None = None) -> int:
                                      init=init,
                                      data=tuple(sorted({c.source for c in cases})),
                                      split_fingerprints=split.fingerprints)
-        train, val = split_arrays(cases, split, spec, args.limit, progress=not args.quiet)
-        print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px on {device}"
-              f"{' with bf16 autocast' if config.bf16 else ''}")
+        train, val = split_arrays(cases, split, spec, args.limit, progress=not quiet)
         run_dir = args.runs / name
-        (run_dir).mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
-        train_model(spec, train, val, config, run_dir, fresh=args.fresh, progress=not args.quiet, deadline=deadline)
-        if deadline is not None and time.time() > deadline:
+        if ranks.main:
+            print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px on {device}"
+                  f"{' with bf16 autocast' if config.bf16 else ''}"
+                  f"{f', {ranks.world_size} processes' if ranks.distributed else ''}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+        train_model(spec, train, val, config, run_dir, fresh=args.fresh, progress=not quiet, deadline=deadline,
+                    ranks=ranks)
+        if distributed.from_main(deadline is not None and time.time() > deadline, ranks):
             break
     return 0
 

@@ -51,7 +51,7 @@ def from_environment() -> Ranks:
     if world <= 1:
         return SINGLE
     try:
-        return Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+        return Ranks(int(os.environ["RANK"]), world, int(os.environ["LOCAL_RANK"]))
     except KeyError as e:
         raise RuntimeError(f"WORLD_SIZE={world} but {e.args[0]} is not set; start distributed training "
                            "with `torchrun --nproc_per_node N -m models train ...`") from None
@@ -62,8 +62,9 @@ def init(device: str) -> Ranks:
     ranks = from_environment()
     if ranks.distributed and not dist.is_initialized():
         if device == "cuda":
-            # "cuda" in the run's settings then means this rank's own GPU.
-            torch.cuda.set_device(ranks.local_rank)
+            # "cuda" in the run's settings then means this rank's own GPU (the modulo serves launchers that
+            # show each process only its own GPU).
+            torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     return ranks
 
@@ -90,17 +91,28 @@ def rank_slice(batch: Sequence, ranks: Ranks) -> list:
 
 
 def check_batch_size(batch_size: int, ranks: Ranks) -> None:
-    """Equal shares keep each step the average over the whole global batch, as in one process."""
-    if batch_size % ranks.world_size:
+    """Equal shares keep each step the average over the whole global batch, as in one process; BatchNorm
+    (DeepLabV3+'s pooling branch above all) cannot train on one sample per process."""
+    if batch_size % ranks.world_size or (ranks.distributed and batch_size < 2 * ranks.world_size):
         raise ValueError(f"--batch-size {batch_size} is the global batch and must be a multiple of the "
-                         f"{ranks.world_size} processes (each trains on batch-size / processes)")
+                         f"{ranks.world_size} processes, at least {2 * ranks.world_size} (each trains on "
+                         "batch-size / processes, and BatchNorm needs 2 samples or more)")
+
+
+def sync_batchnorm(model: nn.Module, device: str, ranks: Ranks) -> nn.Module:
+    """BatchNorm over the whole global batch on GPUs (SyncBatchNorm; it does not run on CPUs, where each
+    process normalises its own share). The state dict keeps its keys, so checkpoints stay compatible."""
+    if ranks.distributed and device == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 def wrap(model: nn.Module, device: str, ranks: Ranks) -> nn.Module:
     """The model DistributedDataParallel-wrapped when there are several ranks, else itself."""
     if not ranks.distributed:
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[ranks.local_rank] if device == "cuda" else None)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda"
+                                               else None)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -123,6 +135,28 @@ def batch_total(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     total = value.detach().clone()
     dist.all_reduce(total)
     return total
+
+
+def summed_with_grad(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """A per-rank tensor summed over the ranks, with gradients flowing back to every rank's share
+    (for a loss term over the whole global batch, such as the batch Dice)."""
+    if not ranks.distributed:
+        return value
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(value)
+
+
+def agree(value: Any, what: str, ranks: Ranks) -> None:
+    """Raise on every rank alike unless all ranks hold the same ``value`` (settings, data)."""
+    if not ranks.distributed:
+        return
+    values: list = [None] * ranks.world_size
+    dist.all_gather_object(values, value)
+    differ = [r for r, v in enumerate(values) if v != values[0]]
+    if differ:
+        raise RuntimeError(f"processes {differ} have other {what} than rank 0; start every process with the same "
+                           "command, datasets and weights")
 
 
 def from_main(obj: Any, ranks: Ranks) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from models.preprocess import CaseArrays, decode_cases, normalize
 from models.training import distributed
 from models.training.distributed import SINGLE, Ranks
 from models.training.metrics import classification_metrics
-from models.weights import WEIGHTS_DIR, Manifest
+from models.weights import WEIGHTS_DIR, Manifest, sha256_file
 from models.zoo import REGISTRY, ModelSpec, build_model, get_spec
 
 # Checkpoints live outside git; SONOMARK_RUNS may put them outside the work tree so that they
@@ -135,7 +136,8 @@ class AugmentedCases(Dataset):
             image, mask = self.transform(image, mask)
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                # the CPU generator alone (torch.manual_seed would also reseed the GPUs' dropout generator)
+                torch.default_generator.manual_seed(seed)
                 image, mask = self.transform(image, mask)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), int(self.arrays.labels[k])
 
@@ -183,13 +185,16 @@ def epoch_batches(train: CaseArrays, config: RunConfig, epoch: int, ranks: Ranks
     return [distributed.rank_slice(b, ranks) for b in batches]
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE plus soft Dice over the batch (Dice alone is unstable on empty normal masks)."""
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, ranks: Ranks = SINGLE) -> torch.Tensor:
+    """BCE plus soft Dice over the batch (Dice alone is unstable on empty normal masks).
+
+    Under DDP the Dice sums run over the whole global batch; BCE is a mean over equal shares.
+    """
     target = target.float()
     bce = F.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits)
-    inter = (prob * target).sum()
-    dice = 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+    inter, total = distributed.summed_with_grad(torch.stack([(prob * target).sum(), prob.sum() + target.sum()]), ranks)
+    dice = 1 - (2 * inter + 1) / (total + 1)
     return bce + dice
 
 
@@ -229,6 +234,16 @@ def validate(model: nn.Module, spec: ModelSpec, val: CaseArrays, config: RunConf
                 per_source[f"{s}_dice"] = float(np.mean(d))
         score = float(np.mean(list(per_source.values()))) if per_source else 0.0
     return loss, score, per_source
+
+
+def _run_identity(config: RunConfig, train: CaseArrays, val: CaseArrays) -> str:
+    """What every process of a run must share: its settings (a weights file by checksum, as paths differ
+    between machines) and its cases."""
+    settings = asdict(config)
+    if settings["init"] and Path(settings["init"]).is_file():
+        settings["init"] = sha256_file(Path(settings["init"]))
+    text = json.dumps([settings, train.case_ids, val.case_ids], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -281,18 +296,25 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     seed_everything(config.seed)
     # channels_last: a CPU training step ran 1.2-2.1x faster for the U-Net and EfficientNet-Lite0/1, and
     # 0.92-1.11x for the other four (benchmarks/results/train_speed.json).
-    net = build_model(spec.name, config.init).to(config.device, memory_format=torch.channels_last)
+    net = build_model(spec.name, config.init)
+    net = distributed.sync_batchnorm(net, config.device, ranks).to(config.device, memory_format=torch.channels_last)
     model = net
+    if ranks.distributed:
+        distributed.agree(_run_identity(config, train, val), "settings or data", ranks)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1)
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "logs": [], "done": False}
-    ckpt = torch.load(last, map_location="cpu", weights_only=False) if ranks.main and last.exists() and not fresh else None
-    ckpt = distributed.from_main(ckpt, ranks)
-    if ckpt is not None:
+    ckpt, mismatch = None, None
+    if ranks.main and last.exists() and not fresh:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
         if _with_defaults(ckpt["config"]) != asdict(config):
-            raise ValueError(f"{last}: made with other settings ({ckpt['config']}); use --fresh to start over, "
-                             "or repeat the original command to resume")
+            mismatch = (f"{last}: made with other settings ({ckpt['config']}); use --fresh to start over, "
+                        "or repeat the original command to resume")
+    ckpt, mismatch = distributed.from_main((None, mismatch) if mismatch else (ckpt, None), ranks)
+    if mismatch:  # raised on every rank, so that none waits for the others
+        raise ValueError(mismatch)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -331,8 +353,7 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
                 total_weight = distributed.batch_total(weights[y].sum(), ranks) / ranks.world_size
                 loss = F.cross_entropy(out, y, weight=weights, reduction="sum") / total_weight
             else:
-                # BCE is a mean over equal shares; the batch Dice term is per share under DDP.
-                loss = seg_loss(out, mask.to(config.device))
+                loss = seg_loss(out, mask.to(config.device), ranks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -7,9 +7,9 @@
   single-process weights within rtol 1e-4 / atol 1e-5 (floating-point sum order only). With
   BatchNorm and dropout they cannot match: each rank normalises its half batch by its own
   statistics (SyncBatchNorm is GPU-only) and draws its own dropout masks. Measured on ResNet-18
-  after 2 short epochs from scratch, the 2-process update differs from the single-process one by
-  0.67 of its norm, as much as a single-process run in another sample order (0.72); that is
-  printed, not asserted.
+  after 2 short epochs from scratch (measured once, not asserted), the 2-process update differed
+  from the single-process one by 0.67 of its norm, about as much as a single-process run in
+  another sample order (0.72).
 """
 import csv
 import os
@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -27,7 +26,7 @@ from models.data.survey import survey
 from models.preprocess import decode_cases
 from models.training import distributed as D
 from models.training import train as T
-from models.zoo import build_model, get_spec
+from models.zoo import get_spec
 from tests.conftest import REPO, write_busbra, write_busi
 
 MODEL = "resnet18"  # no offline ImageNet weights: starts from the seed's random init in every run
@@ -46,6 +45,8 @@ def test_every_sample_of_an_epoch_goes_to_exactly_one_rank_in_step_with_the_glob
     assert T.epoch_batches(arrays, cfg, epoch=4) != whole
     with pytest.raises(ValueError, match="multiple of the 4 processes"):
         D.check_batch_size(6, D.Ranks(0, 4))
+    with pytest.raises(ValueError, match="at least 8"):  # one sample per process: BatchNorm cannot train
+        D.check_batch_size(4, D.Ranks(0, 4))
     with pytest.raises(ValueError, match="at least 3"):
         D.rank_slice([1, 2], D.Ranks(0, 3))
 
@@ -92,28 +93,25 @@ def _weights(run_dir) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in state.items() if v.is_floating_point()}
 
 
-def _update_gap(a, b, start) -> float:
-    """|a - b| relative to how far a moved from the start, over all weights."""
-    num = sum(float(((a[k] - b[k]) ** 2).sum()) for k in start)
-    den = sum(float(((a[k] - start[k]) ** 2).sum()) for k in start)
-    return (num / den) ** 0.5
-
-
 def test_without_batchnorm_and_dropout_two_processes_train_the_single_process_weights(tmp_path):
     data = write_busi(tmp_path / "busi", {"benign": 10, "malignant": 7, "normal": 7})
     worker = str(REPO / "tests" / "training" / "ddp_worker.py")
     _launch(1, worker, str(data), str(tmp_path / "single"))
     _launch(2, worker, str(data), str(tmp_path / "ddp"))
-    single, ddp = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
-    assert all(torch.allclose(single[k], ddp[k], rtol=1e-4, atol=1e-5) for k in single)
-    log = list(csv.DictReader(open(tmp_path / "ddp" / "log.csv")))
-    assert [int(r["samples"]) for r in log] == [12] * 3  # 12 training cases, 3 steps of 4, 2 per rank
+    for model in ("tiny_test_cnn", "tiny_test_segmenter"):
+        single, ddp = _weights(tmp_path / "single" / model), _weights(tmp_path / "ddp" / model)
+        assert all(torch.allclose(single[k], ddp[k], rtol=1e-4, atol=1e-5) for k in single), model
+        log = list(csv.DictReader(open(tmp_path / "ddp" / model / "log.csv")))
+        assert [int(r["samples"]) for r in log] == [12] * 3  # 12 training cases, 3 steps of 4, 2 per rank
+        # the loss is the global batch's (AdamW would hide a constant factor on the gradients; the log does not)
+        single_log = list(csv.DictReader(open(tmp_path / "single" / model / "log.csv")))
+        assert [float(r["train_loss"]) for r in log] == pytest.approx(
+            [float(r["train_loss"]) for r in single_log], rel=1e-4), model
 
 
 @pytest.mark.timeout(900)
 def test_two_process_training_covers_the_epoch_and_resumes_exactly(world, tmp_path):
     """The real command under torchrun, ResNet-18 with BatchNorm and dropout."""
-    _train(world, tmp_path / "single", 1)
     _train(world, tmp_path / "ddp", 2)
     _train(world, tmp_path / "paused", 2, "--max-minutes", "0.0001")  # pauses after epoch 1
     paused_log = list(csv.DictReader(open(tmp_path / "paused" / MODEL / "log.csv")))
@@ -124,14 +122,8 @@ def test_two_process_training_covers_the_epoch_and_resumes_exactly(world, tmp_pa
     split_, cases = load_verified([Path(d) for d in data], Path(split), progress=False)
     n_train = len(split_.select(cases, "train"))
     log = list(csv.DictReader(open(tmp_path / "ddp" / MODEL / "log.csv")))
-    single_log = list(csv.DictReader(open(tmp_path / "single" / MODEL / "log.csv")))
-    assert [int(r["samples"]) for r in log] == [n_train - n_train % 4] * 2 == [int(r["samples"]) for r in single_log]
+    assert [int(r["samples"]) for r in log] == [n_train - n_train % 4] * 2  # every full batch once per epoch
 
     ddp, paused = _weights(tmp_path / "ddp" / MODEL), _weights(tmp_path / "paused" / MODEL)
     assert all(torch.equal(ddp[k], paused[k]) for k in ddp), "a resumed 2-process run differs from an uninterrupted one"
 
-    torch.manual_seed(0)  # the runs' seed: the init they all started from
-    start = {k: v.float() for k, v in build_model(MODEL, "default").state_dict().items() if v.is_floating_point()}
-    single = _weights(tmp_path / "single" / MODEL)
-    print(f"ResNet-18, 2 epochs: 2-process update differs from the single-process one by "
-          f"{_update_gap(single, ddp, start):.3f} of its norm")

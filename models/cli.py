@@ -28,6 +28,8 @@ COMMANDS: dict[str, Command] = {
     "verify": Command("models.weights", "verify_main", "check every shipped weights file against the manifest"),
     "calibrate": Command("models.training.calibrate", "main",
                          "fit temperatures, ensemble weights and the mask threshold on validation"),
+    "adapt": Command("models.training.adapt", "main",
+                     "fine-tune the ensemble on a site's exported corrections into a new weights folder"),
     "evaluate": Command("models.training.evaluate", "main", "test-split metrics, plots and the model card"),
     "card": Command("models.training.model_card", "main", "re-render the model card (weights/README.md)"),
     "predict": Command("models.inference.predict", "main", "pre-annotate a folder of scans (CSV, masks, overlays)"),

@@ -82,6 +82,9 @@ class Manifest:
         (temperatures, ensemble weights, threshold). Metrics record it; a test compares it with the manifest."""
         calibration = {"temperatures": {n: m.get("temperature") for n, m in sorted(self.models.items())},
                        "ensemble": self.ensemble.get("fitted")}
+        biases = {n: m["class_bias"] for n, m in sorted(self.models.items()) if m.get("class_bias")}
+        if biases:  # only where fitted, so that the digest of weights without them is unchanged
+            calibration["class_bias"] = biases
         digest = hashlib.sha256(json.dumps(calibration, sort_keys=True).encode()).hexdigest()
         return {"models": {n: self.models[n]["sha256"] for n in sorted(self.models)}, "calibration_sha256": digest}
 
@@ -129,12 +132,19 @@ def training_command(name: str, config: dict) -> str:
     return " ".join(parts)
 
 
-def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False, command: str = "") -> bool:
-    """Export ``runs/<name>/best.pt`` to fp16 safetensors if its validation score beats the shipped one."""
-    best = Path(runs) / name / "best.pt"
+def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False, command: str = "",
+         final: bool = False) -> bool:
+    """Export ``runs/<name>/best.pt`` to fp16 safetensors if its validation score beats the shipped one.
+
+    ``final``: the last epoch's weights (``last.pt``) instead, for a fixed schedule whose validation
+    cases must not choose the epoch (``sonomark adapt`` fits the ensemble on them).
+    """
+    best = Path(runs) / name / ("last.pt" if final else "best.pt")
     if not best.is_file():
         raise FileNotFoundError(f"{best}: no trained checkpoint; run `sonomark train --models {name}` first")
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    if final:
+        ckpt = {**ckpt, "epoch": ckpt["state"]["epoch"], "score": ckpt["state"]["logs"][-1]["score"]}
     manifest = Manifest.read(folder)
     old = manifest.models.get(name)
     if old and not force and old["val_score"] >= ckpt["score"]:

@@ -7,7 +7,7 @@ are averaged with their weights and thresholded at the fitted threshold.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -70,10 +70,19 @@ class Fusion:
     class_weights: dict[str, float]
     seg_weights: dict[str, float]
     threshold: float = 0.5
+    # per classifier, a logit offset per class after the temperature (fitted by `sonomark adapt` on a site's
+    # held-out cases: the site's class mix, e.g. normal scans its base never saw); none by default
+    class_bias: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def calibrated(self, name: str, logits: np.ndarray) -> np.ndarray:
+        """One classifier's calibrated probabilities: softmax(logits / T + bias)."""
+        t = self.temperatures.get(name, 1.0)
+        bias = self.class_bias.get(name)
+        return softmax(logits if bias is None else logits + t * np.asarray(bias), t)
 
     def classify(self, logits: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-model calibrated probabilities and the weighted ensemble probabilities."""
-        per_model = {n: softmax(l, self.temperatures.get(n, 1.0)) for n, l in logits.items()}
+        per_model = {n: self.calibrated(n, l) for n, l in logits.items()}
         w = self.class_shares(per_model)
         return per_model, sum(w[n] * p for n, p in per_model.items())
 
@@ -107,7 +116,8 @@ class Fusion:
         fitted = manifest.ensemble.get("fitted", {})
         return cls(temperatures={n: m.get("temperature", 1.0) for n, m in manifest.models.items()},
                    class_weights=fitted.get("class_weights", {}), seg_weights=fitted.get("seg_weights", {}),
-                   threshold=fitted.get("threshold", 0.5))
+                   threshold=fitted.get("threshold", 0.5),
+                   class_bias={n: tuple(m["class_bias"]) for n, m in manifest.models.items() if m.get("class_bias")})
 
 
 @dataclass(frozen=True)

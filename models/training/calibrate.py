@@ -20,7 +20,7 @@ from scipy.optimize import minimize, minimize_scalar
 from models.data.masks import dice_iou
 from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, load_verified
-from models.inference.ensemble import CasePredictions, predict_cases, softmax
+from models.inference.ensemble import CasePredictions, Fusion, predict_cases, softmax
 from models.weights import WEIGHTS_DIR, Manifest
 
 THRESHOLDS = np.round(np.arange(0.2, 0.81, 0.05), 2)
@@ -33,6 +33,25 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     res = minimize_scalar(lambda log_t: nll(softmax(logits, float(np.exp(log_t))), y), bounds=(-3, 3), method="bounded")
     return float(np.exp(res.x))
+
+
+def fit_temperature_and_bias(logits: np.ndarray, y: np.ndarray, ridge: float = 0.01) -> tuple[float, list[float]]:
+    """A temperature and a logit offset per class (the first class's fixed at 0), minimum NLL
+    ("bias-corrected temperature scaling", Alexandari et al., ICML 2020).
+
+    The offsets absorb a change of class mix between where a model was trained and where it is used,
+    e.g. a site's normal scans that the base never saw. ``ridge`` keeps the offset of a class absent
+    from ``y`` finite.
+    """
+    k = logits.shape[1]
+
+    def loss(x: np.ndarray) -> float:
+        bias = np.r_[0.0, x[1:]]
+        return nll(softmax(logits / np.exp(x[0]) + bias), y) + ridge * float((x[1:] ** 2).sum())
+
+    x0 = np.r_[np.log(fit_temperature(logits, y)), np.zeros(k - 1)]
+    x = minimize(loss, x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 4000}).x
+    return float(np.exp(x[0])), [0.0, *(round(float(b), 4) for b in x[1:])]
 
 
 def fit_class_weights(probs: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
@@ -69,15 +88,27 @@ def fit_segmentation(probs: Mapping[str, np.ndarray], masks: np.ndarray, step: f
     return best[1], best[2], best[0]
 
 
-def calibrate(manifest: Manifest, preds: CasePredictions, fingerprints: Mapping[str, str]) -> dict:
+def calibrate(manifest: Manifest, preds: CasePredictions, fingerprints: Mapping[str, str],
+              class_bias: bool = False) -> dict:
+    """Fit and write the ensemble's calibration; ``class_bias`` also fits per-class logit offsets."""
     y = preds.labels
-    temps = {n: fit_temperature(l, y) for n, l in preds.logits.items()}
+    biases: dict[str, list[float]] = {}
+    if class_bias:
+        fits = {n: fit_temperature_and_bias(l, y) for n, l in preds.logits.items()}
+        temps = {n: t for n, (t, _) in fits.items()}
+        biases = {n: b for n, (_, b) in fits.items()}
+    else:
+        temps = {n: fit_temperature(l, y) for n, l in preds.logits.items()}
     for n, t in temps.items():
         manifest.models[n]["temperature"] = round(t, 4)
+        manifest.models[n].pop("class_bias", None)
+        if n in biases:
+            manifest.models[n]["class_bias"] = biases[n]
     fitted: dict = {"split": "val", "fingerprints": dict(fingerprints), "n_cases": len(y),
                     "sources": sorted(set(preds.sources))}  # what it was fitted on (cross-site evaluation checks)
     if preds.logits:
-        calibrated = {n: softmax(l, temps[n]) for n, l in preds.logits.items()}
+        fusion = Fusion(temps, {}, {}, class_bias={n: tuple(b) for n, b in biases.items()})
+        calibrated = {n: fusion.calibrated(n, l) for n, l in preds.logits.items()}
         fitted["class_weights"] = fit_class_weights(calibrated, y)
         fitted["val_nll"] = {n: round(nll(p, y), 4) for n, p in calibrated.items()}
     if preds.seg_probs:

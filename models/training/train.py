@@ -388,7 +388,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
                       "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                      last)
         _write_log(logs, run_dir / "log.csv")
-        write_curves(logs, run_dir / "curves.png", f"{spec.name} ({spec.arch})")
+        if epoch % 5 == 0 or state["done"] or pause or epoch == 1:  # a plot costs ~0.5 s: short epochs add up
+            write_curves(logs, run_dir / "curves.png", f"{spec.name} ({spec.arch})")
         print(f"{spec.name} epoch {epoch}: train loss {log.train_loss:.4f}, val loss {val_loss:.4f}, "
               f"score {score:.4f} {'(best)' if improved else ''} "
               + " ".join(f"{k}={v:.3f}" for k, v in per_source.items()) + f", {log.images_per_s:.1f} img/s"

@@ -250,3 +250,20 @@ def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp
     assert evaluate.main([*argv, "--cross-site", f"busi={empty}"]) == 1
     assert f"--weights {empty}`" in capsys.readouterr().err  # the command to run names the folder
     assert evaluate.main([*argv, "--cross-site", "busi"]) == 2
+
+
+def test_temperature_and_class_offsets_recover_a_shifted_class_mix():
+    """Logits whose class 2 is under-called by a fixed offset: the fit finds the offset back, and
+    Fusion applies it (the manifest's class_bias)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 3000)
+    clean = rng.normal(0, 1, (3000, 3)) + 3 * np.eye(3)[y]
+    shifted = clean - np.array([0, 0, 2.5])
+    t, bias = calibrate.fit_temperature_and_bias(shifted, y, ridge=0)
+    # unit-variance noise around a margin of 3: the calibrated logits are 3x these (T = 1/3), and the
+    # offset, applied after the temperature, is the shift times 3
+    assert t == pytest.approx(1 / 3, abs=0.05) and bias[0] == 0
+    assert (bias[2] - bias[1]) * t == pytest.approx(2.5, abs=0.3)
+    f = Fusion({"m": t}, {"m": 1.0}, {}, class_bias={"m": tuple(bias)})
+    said = f.classify({"m": shifted})[1].argmax(1)
+    assert (said[y == 2] == 2).mean() > 0.9 > (softmax(shifted).argmax(1)[y == 2] == 2).mean()

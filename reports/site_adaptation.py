@@ -49,6 +49,12 @@ SITES = {"busi": ("BUSI", BUSI), "busbra": ("BUS-BRA", BUSBRA)}  # source -> (na
 MEASURES = ("dice_mean", "malignant_auc", "normal_recall")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (reports name no machine's folders)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def save_corrections(cases, folder: Path) -> Path:
     """The reference masks and labels saved through the app's export code: the annotator's corrections."""
     if (folder / "manifest.jsonl").is_file():
@@ -122,7 +128,7 @@ def run_all(args) -> None:
     own = adapt.compare((base_preds, base_fusion), (base_preds, base_fusion), f"{site_name} {args.split_name}", n_boot=0)
     (args.work / "base.json").write_text(json.dumps({"n_cases": own.n_cases, "scores": own.before, "site": args.site,
                                                      "fingerprint": split.fingerprints[args.site][:12],
-                                                     "base": str(args.base), "split": args.split_name,
+                                                     "base": _shown(args.base), "split": args.split_name,
                                                      "steps": args.steps, "lr": args.lr}, indent=1))
     order = uncertainty_order(args.base, site_train, args.work / "uncertainty_order.json") \
         if "uncertain" in args.arms else []

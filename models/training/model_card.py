@@ -98,17 +98,19 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
     if cross:
         lines += ["Each source's test split analysed by weights that never saw that source (trained and calibrated "
                   "on the others), the proxy for a scanner the models have never met; the ensemble's figures, "
-                  "95% group-bootstrap intervals (`sonomark evaluate --cross-site SOURCE=WEIGHTS_DIR`).", "",
-                  "| held-out source | trained on | macro-F1 | malignant AUC | normal recall | lesion recall | ECE "
+                  "95% group-bootstrap intervals (`sonomark evaluate --cross-site SOURCE=WEIGHTS_DIR`). The members "
+                  "column names the models those weights hold: where it is not this folder's ensemble, the row "
+                  "measures those members trained without the source, not the shipped ensemble.", "",
+                  "| held-out source | trained on | members | macro-F1 | malignant AUC | normal recall | lesion recall | ECE "
                   "| mean Dice | lesion scans left empty | normal scans with a false lesion | flagged "
                   "| error flagged / unflagged |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for source, ev in cross.items():
             c = ev["classification"].get(ENSEMBLE, {}).get("scores", {})
             s = ev["segmentation"].get(ENSEMBLE, {}).get("scores", {})
             r = ev.get("review", {})
             lines.append(f"| {source} ({ev['n_cases']} cases) | {', '.join(ev['weights'].get('trained_on', []))} | "
-                         f"{_iv(c.get('macro_f1'))} | {_iv(c.get('malignant_auc'))} | {_iv(c.get('normal_recall'))} | "
+                         f"{', '.join(ev['weights'].get('models', {}))} | {_iv(c.get('macro_f1'))} | {_iv(c.get('malignant_auc'))} | {_iv(c.get('normal_recall'))} | "
                          f"{_iv(c.get('lesion_recall'))} | {_iv(c.get('ece'))} | {_iv(s.get('dice_mean'))} | "
                          f"{_iv(s.get('empty_rate'))} | {_iv(s.get('fp_image_rate'))} | {_iv(r.get('flagged_share'))} | "
                          f"{_iv(r.get('error_flagged'))} / {_iv(r.get('error_unflagged'))} |")

@@ -160,6 +160,25 @@ def test_class_weights_prefer_the_informative_model():
     assert w["good"] > 0.9
 
 
+def test_class_weights_leave_equal_shares_when_five_similar_members_differ():
+    """Five members, one somewhat better: the fit must move off equal weights (Nelder-Mead's default first
+    steps from 0 once stopped there, which would deny a new member the say it earns)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+
+    def member(strength: float, seed: int) -> np.ndarray:
+        z = np.random.default_rng(seed).normal(0, 1, (300, 3))
+        z[np.arange(300), y] += strength
+        return softmax(z)
+
+    probs = {f"weak{i}": member(1.0, i + 1) for i in range(4)} | {"better": member(1.5, 9)}
+    w = calibrate.fit_class_weights(probs, y)
+    fused = sum(w[n] * p for n, p in probs.items())
+    equal = sum(p / 5 for p in probs.values())
+    assert w["better"] > 0.5
+    assert calibrate.nll(fused, y) < calibrate.nll(equal, y) - 0.02
+
+
 def test_segmentation_fit_picks_weights_and_threshold():
     masks = np.zeros((4, 8, 8), bool)
     masks[:, 2:6, 2:6] = True
@@ -240,7 +259,7 @@ def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp
     assert {"dice_mean", "empty_rate"} <= set(ev["segmentation"]["ensemble"]["scores"])
     assert {"flagged_share", "error_flagged", "error_unflagged"} == set(ev["review"])
     card = (unseen / "README.md").read_text()
-    assert "## Unseen sites (cross-site)" in card and "| busi (" in card and "| busbra |" in card
+    assert "## Unseen sites (cross-site)" in card and "| busi (" in card and "| busbra | efficientnet_lite0, unet_lite0 |" in card
     assert (unseen / "plots" / "busi_confusion.png").exists() or (unseen / "plots" / "cross_site" / "busi_confusion.png").exists()
     # weights that saw the source cannot stand for an unseen site
     assert evaluate.main([*argv, "--cross-site", f"busi={wdir}"]) == 1

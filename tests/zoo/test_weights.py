@@ -30,8 +30,8 @@ def test_tampered_or_missing_weights_fail_loudly(copy):
     (copy / "resnet18.safetensors").unlink()
     with pytest.raises(weights.WeightsError, match="missing"):
         weights.Manifest.read(copy).verify("resnet18")
-    with pytest.raises(weights.WeightsError, match="no shipped weights for 'vgg19_bn'"):
-        weights.Manifest.read(copy).verify("vgg19_bn")
+    with pytest.raises(weights.WeightsError, match="no shipped weights for 'vgg19'"):
+        weights.Manifest.read(copy).verify("vgg19")
 
 
 def test_weights_that_no_longer_fit_the_registry_are_refused(copy):
@@ -41,6 +41,21 @@ def test_weights_that_no_longer_fit_the_registry_are_refused(copy):
     with pytest.raises(weights.WeightsError, match="registry now says"):
         weights.Manifest.read(copy).verify("unet_lite0")
     assert weights.Manifest.read(copy).verify("resnet18").is_file()  # the untouched entry still loads
+
+
+def test_a_member_dropped_from_the_registry_is_named_and_can_be_retired(copy):
+    manifest = weights.Manifest.read(copy)
+    manifest.models["vgg19_bn"] = dict(manifest.models["resnet18"], file="vgg19_bn.safetensors")
+    manifest.write()
+    (copy / "vgg19_bn.safetensors").write_bytes((copy / "resnet18.safetensors").read_bytes())
+    with pytest.raises(weights.WeightsError, match="no longer a registered model.*--retire vgg19_bn"):
+        weights.Manifest.read(copy).verify("vgg19_bn")
+    assert weights.ship_main(["--retire", "vgg19_bn", "--weights", str(copy)]) == 0
+    after = weights.Manifest.read(copy)
+    assert after.shipped() == ["resnet18", "unet_lite0"] and "fitted" not in after.ensemble
+    assert not (copy / "vgg19_bn.safetensors").exists() and (copy / "resnet18.safetensors").is_file()
+    with pytest.raises(weights.WeightsError, match="no shipped weights for 'vgg19_bn'"):
+        weights.retire("vgg19_bn", copy)
 
 
 def test_a_manifest_of_another_format_is_refused(copy):

@@ -9,9 +9,9 @@ ALL = list(zoo.REGISTRY)
 
 
 def test_registry_has_the_ensemble():
-    assert {"vgg19_bn", "resnet18", "efficientnet_lite0"} <= set(zoo.names("classify"))
+    assert {"vgg19", "resnet18", "efficientnet_lite0"} <= set(zoo.names("classify"))
     assert {"unet_lite0", "deeplabv3plus_lite0", "segformer_b0"} <= set(zoo.names("segment"))
-    with pytest.raises(KeyError, match="registered: vgg19_bn"):
+    with pytest.raises(KeyError, match="registered: vgg19"):
         zoo.get_spec("alexnet")
 
 
@@ -69,7 +69,29 @@ def test_lite1_imagenet_weights_load_offline():
     assert classifier.classifier.out_features == len(zoo.get_spec("efficientnet_lite1").classes)
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_vgg19_imagenet_weights_load_offline_and_blocks_1_to_4_stay_frozen():
+    blob = torch.load(zoo.vgg19_imagenet_file(), map_location="cpu", weights_only=False)
+    model = zoo.build_model("vgg19")
+    first, last = model.features[0], model.features[34]  # block1_conv1 and block5_conv4
+    assert torch.equal(first.weight, blob["block1_conv1_W_table"][blob["block1_conv1_W_q"].long()].reshape(first.weight.shape))
+    assert torch.equal(last.bias, blob["block5_conv4_b"].reshape(-1))
+    assert not torch.equal(zoo.build_model("vgg19", init=None).features[0].weight, first.weight)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(int(n.split(".")[1]) < zoo.VGG19_FROZEN for n in frozen)
+    assert all(p.requires_grad for p in model.features[zoo.VGG19_FROZEN:].parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_vgg19_normalization_is_caffe_style():
+    from models.preprocess import normalize
+
+    spec = zoo.get_spec("vgg19")
+    x = normalize(torch.tensor([[[0, 255]]], dtype=torch.uint8), spec)  # one black and one white pixel
+    assert torch.allclose(x[0, :, 0, 0], -torch.tensor([103.939, 116.779, 123.68]), atol=1e-3)
+    assert torch.allclose(x[0, :, 0, 1], 255 - torch.tensor([103.939, 116.779, 123.68]), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "vgg19"])
 def test_imagenet_initialized_classifier_starts_at_uniform_probabilities(name):
     model = zoo.build_model(name).eval()
     with torch.no_grad():

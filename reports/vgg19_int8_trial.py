@@ -5,8 +5,11 @@ to calibrate) of the shipped VGG19. Prints batch-1 latency and validation scores
 
 Not used by the engine yet: adopting it needs the int8 graph shipped (or built at load) and the ensemble recalibrated.
 """
-import time, numpy as np, torch
+import time
+
+import numpy as np
 import onnxruntime as ort
+import torch
 from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType
 from sklearn.metrics import f1_score, roc_auc_score
 from models.weights import Manifest
@@ -19,12 +22,24 @@ torch.set_num_threads(2)
 spec = get_spec("vgg19"); model = Manifest.read().load("vgg19")
 open("/tmp/vgg19.onnx", "wb").write(onnx_bytes(model, spec))
 split, cases = load_verified([DEFAULT_DATA_DIR / "Dataset_BUSI_with_GT", DEFAULT_DATA_DIR / "BUSBRA"], DEFAULT_SPLIT, progress=False)
-tr = decode_cases(split.select(cases, "train")[::16], 160, split.groups, progress=False)
-va = decode_cases(split.select(cases, "val"), 160, split.groups, progress=False)
-prep = lambda imgs: normalize(torch.from_numpy(imgs), spec).numpy()
+tr = decode_cases(split.select(cases, "train")[::16], spec.input_size, split.groups, progress=False)
+va = decode_cases(split.select(cases, "val"), spec.input_size, split.groups, progress=False)
+
+
+def prep(images: np.ndarray) -> np.ndarray:
+    return normalize(torch.from_numpy(images), spec).numpy()
+
+
 class Reader(CalibrationDataReader):
-    def __init__(s): s.it = iter([{"x": prep(tr.images[i:i+1])} for i in range(len(tr))])
-    def get_next(s): return next(s.it, None)
+    """One training scan at a time, for the activation ranges."""
+
+    def __init__(self):
+        self.batches = iter([{"x": prep(tr.images[i:i + 1])} for i in range(len(tr))])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
 quantize_static("/tmp/vgg19.onnx", "/tmp/vgg19_int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
                 per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
 o = ort.SessionOptions(); o.intra_op_num_threads = 2; o.inter_op_num_threads = 1

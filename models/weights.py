@@ -1,8 +1,8 @@
 """Shipped weights: fp16 safetensors in ``weights/`` with ``weights/manifest.json``.
 
 The manifest records, per model, the file and its sha256, the input spec it was trained with,
-its calibration (temperature), its validation score, and the training command; and, for the
-ensemble, the combination weights and the segmentation threshold fitted on validation.
+its calibration (temperature; activation ranges for a member run int8), its validation score, and the
+training command; and, for the ensemble, the combination weights and the segmentation threshold fitted on validation.
 Loading verifies every checksum and that the registry still describes the weights.
 
     sonomark ship NAME...   # export runs/NAME/best.pt if it beats the shipped one
@@ -85,8 +85,16 @@ class Manifest:
         biases = {n: m["class_bias"] for n, m in sorted(self.models.items()) if m.get("class_bias")}
         if biases:  # only where fitted, so that the digest of weights without them is unchanged
             calibration["class_bias"] = biases
+        ranges = {n: m["int8_ranges"] for n, m in sorted(self.models.items()) if m.get("int8_ranges")}
+        if ranges:  # likewise
+            calibration["int8_ranges"] = ranges
         digest = hashlib.sha256(json.dumps(calibration, sort_keys=True).encode()).hexdigest()
         return {"models": {n: self.models[n]["sha256"] for n in sorted(self.models)}, "calibration_sha256": digest}
+
+    def int8_ranges(self, name: str) -> dict[str, list[float]] | None:
+        """The activation ranges ``name`` runs int8 with on the CPU (``models.inference.quantize``): fitted by
+        calibration for a member registered ``int8``; None for the others."""
+        return self.models[name].get("int8_ranges") if get_spec(name).int8 else None
 
     def shipped(self, task: str | None = None) -> list[str]:
         return [n for n, m in self.models.items() if task in (None, m["task"])]

@@ -3,7 +3,9 @@ to calibrate) of the shipped VGG19. Prints batch-1 latency and validation scores
 
     python reports/vgg19_int8_trial.py
 
-Not used by the engine yet: adopting it needs the int8 graph shipped (or built at load) and the ensemble recalibrated.
+The trial that decided the adoption (2026-11-23). The engine now runs VGG19 this way: ``models/inference/quantize.py``
+builds the same graph at load from the shipped weights and activation ranges ``sonomark calibrate`` measures on
+validation (this trial measured them on training scans).
 """
 import time
 

@@ -96,7 +96,8 @@ class Analyzer:
     def runner(self, name: str) -> Runner:
         with self._lock:
             if name not in self._runners:
-                self._runners[name] = make_runner(self.model(name), get_spec(name), self.backend, self.device)
+                self._runners[name] = make_runner(self.model(name), get_spec(name), self.backend, self.device,
+                                                  self.manifest.int8_ranges(name))
             return self._runners[name]
 
     def warm_up(self) -> None:

@@ -35,6 +35,19 @@ def run_model(model: nn.Module, spec: ModelSpec, images: np.ndarray, batch_size:
     return np.concatenate(out) if out else np.empty((0,))
 
 
+def run_int8(model: nn.Module, spec: ModelSpec, images: np.ndarray, ranges: Mapping[str, list[float]]) -> np.ndarray:
+    """``run_model``'s outputs from the int8 graph the analysis engine runs (ONNX Runtime, batch 1, on the CPU)."""
+    from scipy.special import expit
+
+    from models.inference.runtime import onnx_runner
+
+    run = onnx_runner(model, spec, ranges)
+    out = [run(normalize(torch.from_numpy(np.ascontiguousarray(image[None])), spec).numpy()) for image in images]
+    if spec.task == "segment":
+        out = [expit(y[:, 0]).astype(np.float32) for y in out]
+    return np.concatenate(out) if out else np.empty((0,))
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits / temperature
     z = z - z.max(axis=1, keepdims=True)
@@ -146,7 +159,11 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
         if spec.input_size not in by_size:
             by_size[spec.input_size] = decode_cases(cases, spec.input_size, groups, progress=progress)
         arrays = by_size[spec.input_size]
-        out = run_model(manifest.load(name, device), spec, arrays.images, device=device)
+        model = manifest.load(name, device)
+        # a member the engine runs int8 on the CPU is measured (calibrated, evaluated) as it runs there
+        ranges = manifest.int8_ranges(name) if device == "cpu" else None
+        out = run_int8(model, spec, arrays.images, ranges) if ranges else run_model(model, spec, arrays.images,
+                                                                                    device=device)
         (logits if spec.task == "classify" else seg)[name] = out
     first = next(iter(by_size.values())) if by_size else decode_cases(cases, 224, groups, progress=progress)
     masks = first.masks

@@ -5,9 +5,11 @@ input ``(1, 3, S, S)`` to its raw output (classifier logits or segmenter lesion 
 
 - ``onnxruntime`` (the default on the CPU): the PyTorch model, with its shipped weights, is exported
   once to ONNX in memory and run by ONNX Runtime. With its graph optimizations (batch norm folded into
-  convolutions, fused activations, blocked memory layouts) each of the seven registered networks took
-  1.7x (VGG19-BN at 96 px) to 3.4x (DeepLabV3+) less time than the naive baseline's PyTorch
-  eager stage on the 2-core CPU (``benchmarks/results/analysis_speed.json``).
+  convolutions, fused activations, blocked memory layouts) the registered networks took 1.5x (VGG19 in
+  fp32) to 3.4x (DeepLabV3+) less time than the naive baseline's PyTorch eager stage on the 2-core CPU
+  (``benchmarks/results/analysis_speed.json``); VGG19 in int8, 5x.
+  A member registered ``int8`` (VGG19) runs as an int8 graph built from its weights and the activation
+  ranges calibration stored in the manifest (``models.inference.quantize``).
 - ``torch``: the model itself under ``torch.inference_mode`` (the choice on a GPU, and the reference
   the tests compare ONNX Runtime against).
 
@@ -18,12 +20,13 @@ from __future__ import annotations
 import io
 import threading
 import warnings
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.inference.quantize import quantized
 from models.zoo import ModelSpec
 
 BACKENDS = ("onnxruntime", "torch")
@@ -70,8 +73,9 @@ def onnx_bytes(model: nn.Module, spec: ModelSpec | int) -> bytes:
     return buffer.getvalue()
 
 
-def onnx_runner(model: nn.Module, spec: ModelSpec | int) -> Runner:
-    """The model under ONNX Runtime on the CPU, for a batch-1 input as ``onnx_bytes`` takes it."""
+def onnx_runner(model: nn.Module, spec: ModelSpec | int, int8_ranges: Mapping[str, list[float]] | None = None) -> Runner:
+    """The model under ONNX Runtime on the CPU, for a batch-1 input as ``onnx_bytes`` takes it; int8 with
+    ``int8_ranges`` (``models.inference.quantize``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -80,14 +84,20 @@ def onnx_runner(model: nn.Module, spec: ModelSpec | int) -> Runner:
     # Idle worker threads of one session otherwise spin and steal the cores from the next model:
     # six sessions in a row took 0.40 s with spinning, 0.23 s without.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(onnx_bytes(model, spec), options, providers=["CPUExecutionProvider"])
+    graph = onnx_bytes(model, spec)
+    if int8_ranges:
+        graph = quantized(graph, int8_ranges)
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {"x": np.ascontiguousarray(x, np.float32)})[0]
     return run
 
 
-def make_runner(model: nn.Module, spec: ModelSpec, backend: str | None = None, device: str = "cpu") -> Runner:
+def make_runner(model: nn.Module, spec: ModelSpec, backend: str | None = None, device: str = "cpu",
+                int8_ranges: Mapping[str, list[float]] | None = None) -> Runner:
+    """``int8_ranges`` (a manifest entry's, for a member registered ``int8``) makes ONNX Runtime run it int8;
+    PyTorch (on a GPU) runs the fp32 model."""
     if check_backend(backend, device) == "onnxruntime":
-        return onnx_runner(model, spec)
+        return onnx_runner(model, spec, int8_ranges)
     return torch_runner(model, device)

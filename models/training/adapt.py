@@ -247,6 +247,7 @@ def adapt(exports: Sequence[Path], out: Path, base_dir: Path = WEIGHTS_DIR, data
     held = list(site.held_out)
     say(f"refitting temperatures, class offsets, ensemble weights and the mask threshold on {len(held)} held-out "
         "site cases")
+    calibration.fit_int8_ranges(adapted, held, groups, every=1, progress=progress)  # fine-tuned: new activations
     preds_after = predict_cases(adapted, held, groups, device=device, progress=progress)
     calibration.calibrate(adapted, preds_after, {"site": _site_fingerprint(site)}, class_bias=True)
     adapted = Manifest.read(out)

@@ -52,6 +52,11 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
               "input size (segmenters). Temperatures, ensemble weights and the mask threshold are fitted on the "
               "validation split (`sonomark calibrate`): " + json.dumps(
                   {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold") if k in fitted}), ""]
+    int8 = [n for n in manifest.shipped() if manifest.int8_ranges(n)]
+    if int8:
+        lines += [f"Run int8 on the CPU (ONNX Runtime, static quantization, activation ranges measured by "
+                  f"`sonomark calibrate` on validation scans; every figure below is of the int8 model, PyTorch on a "
+                  f"GPU runs it in fp32): {', '.join(int8)}.", ""]
     trained = [f"- `{n}`: `{m['command']}` ({m['train_config'].get('device', '?')}, best epoch {m['best_epoch']}"
                f"{_fine_tuned_from(m['train_config'])})" for n, m in manifest.models.items()]
     lines += ["## Training", "", *trained, "",

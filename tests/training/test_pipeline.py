@@ -135,6 +135,9 @@ def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, mon
         def load(self, name, device="cpu"):
             return model
 
+        def int8_ranges(self, name):
+            return None
+
     monkeypatch.setattr(zoo, "get_spec", specs.__getitem__)
     preds = predict_cases(TwoSizes(), val, split.groups, progress=False)
     assert preds.masks.shape == (len(val), 96, 96)
@@ -286,3 +289,38 @@ def test_temperature_and_class_offsets_recover_a_shifted_class_mix():
     f = Fusion({"m": t}, {"m": 1.0}, {}, class_bias={"m": tuple(bias)})
     said = f.classify({"m": shifted})[1].argmax(1)
     assert (said[y == 2] == 2).mean() > 0.9 > (softmax(shifted).argmax(1)[y == 2] == 2).mean()
+
+
+def test_a_member_registered_int8_is_calibrated_on_and_served_from_its_int8_graph(world, tmp_path, monkeypatch):
+    """Calibration measures the ranges first and fits the int8 outputs; the engine runs that same graph."""
+    import dataclasses
+    import shutil
+
+    from models import zoo
+    from models.data.splits import load_verified
+    from models.inference.analysis import Analyzer
+    from models.inference.ensemble import predict_cases, run_model
+    from models.preprocess import decode_cases, normalize
+    _, data, split_path, _, wdir = world
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    monkeypatch.setitem(zoo.REGISTRY, "efficientnet_lite0", dataclasses.replace(get_spec("efficientnet_lite0"), int8=True))
+    before = weights.Manifest.read(copy)
+    assert before.int8_ranges("efficientnet_lite0") is None
+    assert calibrate.main(["--data", *map(str, data), "--split", str(split_path), "--weights", str(copy)]) == 0
+    manifest = weights.Manifest.read(copy)
+    ranges = manifest.int8_ranges("efficientnet_lite0")
+    assert ranges and "x" in ranges and manifest.int8_ranges("unet_lite0") is None
+    assert manifest.identity()["calibration_sha256"] != before.identity()["calibration_sha256"]
+    split, cases = load_verified(data, split_path, progress=False)
+    val = split.select(cases, "val")[:4]
+    preds = predict_cases(manifest, val, split.groups, progress=False)
+    spec = get_spec("efficientnet_lite0")
+    images = decode_cases(val, spec.input_size, split.groups, progress=False).images
+    engine = Analyzer(copy).runner("efficientnet_lite0")
+    served = np.concatenate([engine(normalize(torch.from_numpy(image[None]), spec).numpy()) for image in images])
+    np.testing.assert_allclose(preds.logits["efficientnet_lite0"], served, rtol=1e-5, atol=1e-5)
+    fp32 = run_model(manifest.load("efficientnet_lite0"), spec, images)
+    assert np.abs(fp32 - served).max() > 1e-3  # int8, not the fp32 model
+    from models.training import model_card
+    assert "int8 on the CPU" in model_card.render(copy) and "int8" not in model_card.render(wdir)

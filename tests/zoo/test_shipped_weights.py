@@ -33,6 +33,8 @@ def test_weights_budget_and_fitted_ensemble():
     fitted = MANIFEST.ensemble.get("fitted")
     assert fitted and fitted["split"] == "val", "run `sonomark calibrate` after shipping"
     assert set(fitted.get("class_weights", {})) == set(MANIFEST.shipped("classify"))
+    # a member registered int8 is served int8: calibration must have measured its activation ranges
+    assert all(MANIFEST.int8_ranges(n) for n in SHIPPED if get_spec(n).int8), "run `sonomark calibrate`"
 
 
 # Floors the shipped ensemble does not meet yet: (source, metric) -> the value measured on the test split

@@ -43,7 +43,8 @@ from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, load_verified
 from models.inference.ensemble import run_model, softmax
 from models.preprocess import CaseArrays, decode_cases, normalize
-from models.training import distributed
+from models.training import distil, distributed
+from models.training.distil import teacher_id
 from models.training.distributed import SINGLE, Ranks
 from models.training.metrics import classification_metrics
 from models.weights import WEIGHTS_DIR, Manifest, sha256_file
@@ -70,6 +71,10 @@ class RunConfig:
     balance_sources: bool = False  # draw each dataset equally often per epoch (see source_sampler)
     data: tuple[str, ...] = ()
     split_fingerprints: dict[str, str] = field(default_factory=dict)
+    # distillation (classifiers): the teachers' weights (models.training.distil.teacher_id) and the share of the
+    # loss their soft targets take, the labels' cross-entropy the rest
+    distil: str | None = None
+    distil_weight: float = 0.5
 
     @classmethod
     def for_model(cls, spec: ModelSpec, device: str, **overrides) -> RunConfig:
@@ -139,7 +144,7 @@ class AugmentedCases(Dataset):
                 # the CPU generator alone (torch.manual_seed would also reseed the GPUs' dropout generator)
                 torch.default_generator.manual_seed(seed)
                 image, mask = self.transform(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), int(self.arrays.labels[k])
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), int(self.arrays.labels[k]), k
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -278,8 +283,10 @@ def write_curves(logs: Sequence[EpochLog], path: Path, title: str) -> None:
 
 def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: RunConfig, run_dir: Path,
                 fresh: bool = False, progress: bool = True, stop_after: int | None = None,
-                deadline: float | None = None, ranks: Ranks = SINGLE) -> list[EpochLog]:
+                deadline: float | None = None, ranks: Ranks = SINGLE, soft: np.ndarray | None = None) -> list[EpochLog]:
     """Train (or resume) one model; returns every epoch's log. ``best.pt`` holds the best weights.
+
+    ``soft``: the teachers' probabilities ``(len(train), classes)`` when ``config.distil`` names them.
 
     ``stop_after`` (an epoch) and ``deadline`` (a ``time.time()``) end this call early after a
     whole epoch, leaving a checkpoint that the same call resumes, e.g. to train in chunks.
@@ -290,6 +297,10 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     rank 0 alone validates and writes; the others follow its decisions.
     """
     distributed.check_batch_size(config.batch_size, ranks)
+    if (soft is None) != (config.distil is None) or (soft is not None and len(soft) != len(train)):
+        raise ValueError(f"{config.model}: distillation needs one soft target per training case "
+                         f"(config.distil {config.distil!r}, {0 if soft is None else len(soft)} targets, "
+                         f"{len(train)} cases)")
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     last, best = run_dir / "last.pt", run_dir / "best.pt"
@@ -342,7 +353,7 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
         t0, seen, total = time.time(), 0, 0.0
         bar = tqdm(loader, desc=f"{spec.name} epoch {epoch}/{config.epochs}", unit="batch",
                    disable=not (progress and ranks.main))
-        for image, mask, label in bar:
+        for image, mask, label, index in bar:
             x = normalize(image.to(config.device), spec).contiguous(memory_format=torch.channels_last)
             with _autocast(config):
                 out = model(x).float()
@@ -352,6 +363,11 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
                 y = label.to(config.device)
                 total_weight = distributed.batch_total(weights[y].sum(), ranks) / ranks.world_size
                 loss = F.cross_entropy(out, y, weight=weights, reduction="sum") / total_weight
+                if soft is not None:  # cross-entropy to the teachers' probabilities, a mean over the global batch
+                    target = torch.from_numpy(soft[index.numpy()]).to(config.device)
+                    count = distributed.batch_total(torch.tensor(float(len(y)), device=config.device), ranks)
+                    taught = -(target * F.log_softmax(out, 1)).sum() / (count / ranks.world_size)
+                    loss = (1 - config.distil_weight) * loss + config.distil_weight * taught
             else:
                 loss = seg_loss(out, mask.to(config.device), ranks)
             opt.zero_grad(set_to_none=True)
@@ -446,6 +462,10 @@ def main(argv: list[str] | None = None) -> int:
                          'from --weights, checksum verified), a local weights file, or "hub:ID"')
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR,
                     help="the shipped weights folder that --init shipped starts from (default: %(default)s)")
+    ap.add_argument("--distil", action="store_true",
+                    help="classifiers: also learn the calibrated probabilities of the other classifiers shipped in "
+                         "--weights (models/training/distil.py)")
+    ap.add_argument("--distil-weight", type=float, help="the soft targets' share of the loss (default 0.5)")
     ap.add_argument("--balance-sources", action="store_true",
                     help="draw each dataset equally often per epoch, as the validation score weighs them")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
@@ -468,13 +488,21 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
     for name in (list(REGISTRY) if args.all else args.models):
         spec = get_spec(name)
         init = str(Manifest.read(args.weights).verify(name)) if args.init == "shipped" else args.init
+        teachers = Manifest.read(args.weights) if args.distil and spec.task == "classify" else None
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None,
-                                     init=init,
+                                     init=init, distil=teacher_id(teachers) if teachers else None,
+                                     distil_weight=args.distil_weight if teachers else None,
                                      data=tuple(sorted({c.source for c in cases})),
                                      split_fingerprints=split.fingerprints)
         train, val = split_arrays(cases, split, spec, args.limit, progress=not quiet)
+        soft = None
+        if teachers:
+            chosen = split.select(cases, "train")[:args.limit] if args.limit else split.select(cases, "train")
+            if ranks.main:
+                print(f"{name}: soft targets from {', '.join(distil.teachers(teachers, name))} ({teacher_id(teachers)})")
+            soft = distil.soft_targets(teachers, name, chosen, split.groups, progress=not quiet)
         run_dir = args.runs / name
         if ranks.main:
             print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px on {device}"
@@ -483,7 +511,7 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
         train_model(spec, train, val, config, run_dir, fresh=args.fresh, progress=not quiet, deadline=deadline,
-                    ranks=ranks)
+                    ranks=ranks, soft=soft)
         if distributed.from_main(deadline is not None and time.time() > deadline, ranks):
             break
     return 0

@@ -324,3 +324,37 @@ def test_a_member_registered_int8_is_calibrated_on_and_served_from_its_int8_grap
     assert np.abs(fp32 - served).max() > 1e-3  # int8, not the fp32 model
     from models.training import model_card
     assert "int8 on the CPU" in model_card.render(copy) and "int8" not in model_card.render(wdir)
+
+
+def test_distillation_learns_the_other_classifiers_calibrated_probabilities(world, tmp_path):
+    """``--distil``: soft targets are the other shipped classifiers' fused, calibrated probabilities, named in
+    the run's settings by the manifest's checksum; a run given other targets than cases is refused."""
+    from models.data.splits import load_verified
+    from models.inference.ensemble import predict_cases
+    from models.preprocess import decode_cases
+    from models.training import distil
+    _, data, split_path, _, wdir = world
+    manifest = weights.Manifest.read(wdir)
+    assert distil.teachers(manifest, "resnet18") == ["efficientnet_lite0"]
+    with pytest.raises(ValueError, match="no shipped classifier other than 'efficientnet_lite0'"):
+        distil.teachers(manifest, "efficientnet_lite0")
+    split, cases = load_verified(data, split_path, progress=False)
+    chosen = split.select(cases, "train")[:10]
+    soft = distil.soft_targets(manifest, "resnet18", chosen, split.groups, progress=False)
+    logits = predict_cases(manifest, chosen, split.groups, progress=False).logits["efficientnet_lite0"]
+    np.testing.assert_allclose(soft, Fusion.from_manifest(manifest).calibrated("efficientnet_lite0", logits), rtol=1e-5)
+    runs = tmp_path / "runs"
+    assert train.main(["--models", "resnet18", "--data", *map(str, data), "--split", str(split_path), "--runs", str(runs),
+                       "--weights", str(wdir), "--distil", "--distil-weight", "0.7", "--epochs", "1", "--batch-size", "4",
+                       "--limit", "10", "--quiet"]) == 0
+    config = json.loads((runs / "resnet18" / "config.json").read_text())
+    assert config["distil"] == distil.teacher_id(manifest) and config["distil_weight"] == 0.7
+    assert weights.training_command("resnet18", config).endswith("--distil --distil-weight 0.7")
+    spec = get_spec("resnet18")
+    arrays = decode_cases(chosen, spec.input_size, split.groups, progress=False)
+    run = train.RunConfig.for_model(spec, "cpu", epochs=1, batch_size=4, distil=config["distil"])
+    with pytest.raises(ValueError, match="one soft target per training case"):
+        train.train_model(spec, arrays, arrays, run, tmp_path / "refused", soft=soft[:5], progress=False)
+    with pytest.raises(ValueError, match="one soft target per training case"):
+        train.train_model(spec, arrays, arrays, train.RunConfig.for_model(spec, "cpu", epochs=1), tmp_path / "r2",
+                          soft=soft, progress=False)

@@ -140,6 +140,8 @@ def training_command(name: str, config: dict) -> str:
         parts.append(f"--init {config['init']}")
     if config.get("balance_sources"):
         parts.append("--balance-sources")
+    if config.get("augment", "standard") != "standard":
+        parts.append(f"--augment {config['augment']}")
     if config.get("distil"):
         parts.append("--distil" + (f" --distil-weight {config['distil_weight']}" if config.get("distil_weight", 0.5) != 0.5
                                    else ""))

@@ -12,6 +12,7 @@ processes.
 
 Ultrasound augmentation: random resized crops, small rotations and shifts, left-right flips and
 brightness/contrast jitter. No vertical flips: the skin line is always at the top of a scan.
+``--augment scanner`` adds scanner-shift changes of intensity (``models.training.augment``).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from models.data.splits import DEFAULT_SPLIT, load_verified
 from models.inference.ensemble import run_model, softmax
 from models.preprocess import CaseArrays, decode_cases, normalize
 from models.training import distil, distributed
+from models.training.augment import AUGMENTATIONS, ScannerShift
 from models.training.distil import teacher_id
 from models.training.distributed import SINGLE, Ranks
 from models.training.metrics import classification_metrics
@@ -75,6 +77,7 @@ class RunConfig:
     # loss their soft targets take, the labels' cross-entropy the rest
     distil: str | None = None
     distil_weight: float = 0.5
+    augment: str = "standard"  # or "scanner": also models.training.augment.ScannerShift
 
     @classmethod
     def for_model(cls, spec: ModelSpec, device: str, **overrides) -> RunConfig:
@@ -120,8 +123,11 @@ def seed_everything(seed: int) -> None:
 class AugmentedCases(Dataset):
     """Scans (and masks) from ``CaseArrays`` with ultrasound-safe augmentation."""
 
-    def __init__(self, arrays: CaseArrays, size: int, train: bool):
+    def __init__(self, arrays: CaseArrays, size: int, train: bool, augment: str = "standard"):
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
         self.arrays = arrays
+        self.shift = ScannerShift() if train and augment == "scanner" else None
         self.transform = v2.Compose([
             v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8, 1.25), antialias=True),
             v2.RandomHorizontalFlip(),
@@ -132,18 +138,24 @@ class AugmentedCases(Dataset):
     def __len__(self) -> int:
         return len(self.arrays)
 
+    def _augment(self, image: tv_tensors.Image, mask: tv_tensors.Mask) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.transform(image, mask)
+        if self.shift is not None:
+            image = tv_tensors.Image(self.shift(image.as_subclass(torch.Tensor)))
+        return image, mask
+
     def __getitem__(self, key: int | tuple[int, int]):
         """Case ``key``, or ``(case, seed)``: augmented from its own seed, whatever process draws it."""
         k, seed = key if isinstance(key, tuple) else (key, None)
         image = tv_tensors.Image(torch.from_numpy(self.arrays.images[k])[None])
         mask = tv_tensors.Mask(torch.from_numpy(self.arrays.masks[k])[None].to(torch.uint8))
         if seed is None:
-            image, mask = self.transform(image, mask)
+            image, mask = self._augment(image, mask)
         else:
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator alone (torch.manual_seed would also reseed the GPUs' dropout generator)
                 torch.default_generator.manual_seed(seed)
-                image, mask = self.transform(image, mask)
+                image, mask = self._augment(image, mask)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), int(self.arrays.labels[k]), k
 
 
@@ -344,7 +356,7 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     # Wrapped after loading, so that every rank starts from the checkpoint; DDP then keeps them equal.
     model = distributed.wrap(net, config.device, ranks)
     weights = class_weights(train.labels).to(config.device)
-    data = AugmentedCases(train, spec.input_size, train=True)
+    data = AugmentedCases(train, spec.input_size, train=True, augment=config.augment)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         # Dropout draws from the global generator: seeded per epoch (and rank), a resumed run repeats them.
         torch.manual_seed((config.seed * 100_003 + epoch) * 1_000 + ranks.rank)
@@ -466,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="classifiers: also learn the calibrated probabilities of the other classifiers shipped in "
                          "--weights (models/training/distil.py)")
     ap.add_argument("--distil-weight", type=float, help="the soft targets' share of the loss (default 0.5)")
+    ap.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                    help='"standard" (default) or "scanner": also gamma, depth gain, speckle, blur and resolution '
+                         "changes (models/training/augment.py)")
     ap.add_argument("--balance-sources", action="store_true",
                     help="draw each dataset equally often per epoch, as the validation score weighs them")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
@@ -491,7 +506,7 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
         teachers = Manifest.read(args.weights) if args.distil and spec.task == "classify" else None
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
-                                     balance_sources=args.balance_sources or None,
+                                     balance_sources=args.balance_sources or None, augment=args.augment,
                                      init=init, distil=teacher_id(teachers) if teachers else None,
                                      distil_weight=args.distil_weight if teachers else None,
                                      data=tuple(sorted({c.source for c in cases})),

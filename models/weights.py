@@ -94,7 +94,8 @@ class Manifest:
     def int8_ranges(self, name: str) -> dict[str, list[float]] | None:
         """The activation ranges ``name`` runs int8 with on the CPU (``models.inference.quantize``): fitted by
         calibration for a member registered ``int8``; None for the others."""
-        return self.models[name].get("int8_ranges") if get_spec(name).int8 else None
+        spec = REGISTRY.get(name)  # None for a retired member (verify() names it)
+        return self.models[name].get("int8_ranges") if spec is not None and spec.int8 else None
 
     def shipped(self, task: str | None = None) -> list[str]:
         return [n for n, m in self.models.items() if task in (None, m["task"])]

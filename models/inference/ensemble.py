@@ -12,8 +12,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch import nn
 
+from models.inference.runtime import onnx_runner
 from models.preprocess import normalize, resize_map
 from models.zoo import ModelSpec
 
@@ -37,10 +39,6 @@ def run_model(model: nn.Module, spec: ModelSpec, images: np.ndarray, batch_size:
 
 def run_int8(model: nn.Module, spec: ModelSpec, images: np.ndarray, ranges: Mapping[str, list[float]]) -> np.ndarray:
     """``run_model``'s outputs from the int8 graph the analysis engine runs (ONNX Runtime, batch 1, on the CPU)."""
-    from scipy.special import expit
-
-    from models.inference.runtime import onnx_runner
-
     run = onnx_runner(model, spec, ranges)
     out = [run(normalize(torch.from_numpy(np.ascontiguousarray(image[None])), spec).numpy()) for image in images]
     if spec.task == "segment":

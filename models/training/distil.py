@@ -38,5 +38,6 @@ def soft_targets(manifest: Manifest, student: str, cases: Sequence[Case], groups
     names = teachers(manifest, student)
     view = Manifest(manifest.folder, {**manifest.data, "models": {n: manifest.models[n] for n in names}})
     preds = predict_cases(view, list(cases), groups, progress=progress)
-    assert preds.case_ids == tuple(c.case_id for c in cases), "predictions out of the cases' order"
+    if preds.case_ids != tuple(c.case_id for c in cases):
+        raise RuntimeError("soft targets came back in another order than the training cases")
     return Fusion.from_manifest(manifest).classify(preds.logits)[1].astype(np.float32)

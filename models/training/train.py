@@ -504,6 +504,8 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
         spec = get_spec(name)
         init = str(Manifest.read(args.weights).verify(name)) if args.init == "shipped" else args.init
         teachers = Manifest.read(args.weights) if args.distil and spec.task == "classify" else None
+        if args.distil and not teachers and ranks.main:
+            print(f"{name}: --distil applies to classifiers; this segmenter trains on its masks alone")
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None, augment=args.augment,

@@ -54,6 +54,12 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
 
         click(0.30, 0.30)
         page.get_by_text("opposite corner").wait_for(timeout=30_000)
+        # the first corner comes back drawn on a new image: a click while it is being swapped in was lost once
+        # in CI (no box followed); click again only on the laid-out image
+        page.wait_for_function("() => { const i = document.querySelector('#sm-canvas img');"
+                               " return i && i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }",
+                               timeout=30_000)
+        page.wait_for_timeout(1000)
         click(0.60, 0.65)
         page.get_by_text("Lesion 1: box").wait_for(timeout=120_000)  # the first prompt may wait for LiteMedSAM
         page.keyboard.press("f")

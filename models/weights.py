@@ -144,8 +144,9 @@ def training_command(name: str, config: dict) -> str:
     if config.get("augment", "standard") != "standard":
         parts.append(f"--augment {config['augment']}")
     if config.get("distil"):
-        parts.append("--distil" + (f" --distil-weight {config['distil_weight']}" if config.get("distil_weight", 0.5) != 0.5
-                                   else ""))
+        parts.append("--distil")
+        if config.get("distil_weight", 0.5) != 0.5:
+            parts.append(f"--distil-weight {config['distil_weight']}")
     return " ".join(parts)
 
 

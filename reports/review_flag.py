@@ -26,6 +26,7 @@ from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.inference.ensemble import Fusion, predict_cases  # noqa: E402
 from models.inference.postprocess import clean_mask  # noqa: E402
 from models.inference.review import MIN_CONFIDENCE, MIN_SEGMENTER_AGREEMENT  # noqa: E402
+from models.training.evaluate import review_flags  # noqa: E402
 from models.weights import Manifest  # noqa: E402
 
 CACHE = REPO / "runs" / "review" / "preds.pkl"
@@ -66,7 +67,12 @@ def features(folder: str, p) -> dict[str, np.ndarray]:
         f["seg"].append(np.mean(pairs) if pairs else 1.0)
         mask = clean_mask(lesion[i] > fusion.threshold)
         f["contra"].append(mask.any() if CLASSES[label[i]] == "normal" else not mask.any())
-    return {k: np.asarray(v) for k, v in f.items()}
+    f = {k: np.asarray(v) for k, v in f.items()}
+    rebuilt = (f["top"] < MIN_CONFIDENCE) | f["any_dissent"] | (f["seg"] < MIN_SEGMENTER_AGREEMENT) | f["contra"]
+    if not np.array_equal(rebuilt, review_flags(p, fusion, per_model, fused)):  # the study must study the shipped rule
+        raise RuntimeError(f"{folder}: the reasons rebuilt here no longer give the flag models/inference/review.py "
+                           "raises; update features() to the rule")
+    return f
 
 
 def cell(flag: np.ndarray, correct: np.ndarray) -> str:

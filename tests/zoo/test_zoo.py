@@ -125,3 +125,40 @@ def test_local_weights_file_and_errors(tmp_path):
         zoo.build_model("resnet18", init=tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="no hub loader"):
         zoo.build_model("unet_lite0", init="hub:someone/something")
+
+
+def test_vgg19_unet_encoder_is_imagenet_blocks_1_to_4():
+    blob = torch.load(zoo.vgg19_imagenet_file(), map_location="cpu", weights_only=True)
+    unet = zoo.build_model("unet_vgg19")
+    features = unet.encoder.features
+    assert len(features) == zoo.VGG19_UNET_FEATURES  # block 5 left out: never used at encoder depth 3
+    assert unet.encoder.out_channels[-1] == 512 and unet(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    first, last = features[0], features[25]  # block1_conv1 and block4_conv4
+    assert torch.equal(first.weight, blob["block1_conv1_W_table"][blob["block1_conv1_W_q"].long()].reshape(first.weight.shape))
+    assert torch.equal(last.bias, blob["block4_conv4_b"].reshape(-1))
+    assert not torch.equal(zoo.build_model("unet_vgg19", init=None).encoder.features[0].weight, first.weight)
+    assert all(p.requires_grad for p in unet.parameters())  # fine-tuned whole, unlike the classifier
+
+
+def test_vgg19_unet_batch_norm_statistics_fit_fp16():
+    """The VGG19 U-Net's bottleneck (caffe-scale input) grew to a variance of about 1e7 in training, beyond fp16: the
+    center and the first decoder block must see their input scaled, or the shipped file's batch-norm variance turns
+    inf and every mask comes out empty (reports/gpu/bn_statistics.py)."""
+    torch.manual_seed(0)
+    unet = zoo.build_model("unet_vgg19").eval()
+    scan = torch.rand(4, 1, 160, 160).mul(255).round().expand(-1, 3, -1, -1)  # a speckle-like grey scan, 0-255
+    mean = torch.tensor(zoo.get_spec("unet_vgg19").mean).view(1, 3, 1, 1) * 255
+    seen = {}
+    unet.encoder.register_forward_hook(lambda m, a, out: seen.update(bottleneck=out[-1]))
+    center, block = unet.decoder.center.block[0][0], unet.decoder.blocks[0].conv1.block[0]
+    center.register_forward_pre_hook(lambda m, a: seen.update(center_in=a[0]))
+    for name, conv in (("center", center), ("block", block)):
+        conv.register_forward_hook(lambda m, a, out, name=name: seen.update({name: out}))
+    with torch.no_grad():
+        unet(scan - mean)
+    assert 0 < zoo.VGG19_UNET_SCALE < 1
+    assert torch.allclose(seen["center_in"], seen["bottleneck"] * zoo.VGG19_UNET_SCALE)
+    # at ImageNet initialisation, 100x below fp16's largest value (unscaled, both are above 65504 / 100; round-1
+    # training then raised the center's about 500x)
+    for name in ("center", "block"):
+        assert seen[name].var((0, 2, 3)).max() * 100 < 65504, name

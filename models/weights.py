@@ -181,7 +181,7 @@ def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False,
     if overflow:  # e.g. a batch norm's running variance above 65504: the shipped model would give nonsense
         raise WeightsError(f"{best}: {', '.join(overflow[:3])}{' ...' if len(overflow) > 3 else ''} do not fit fp16 "
                            "(values beyond 65504, or already inf/nan); nothing shipped. Rescale what feeds them "
-                           "(see VGG19_UNET_SCALE in models/zoo.py) and train again")
+                           "(see VGG19_UNET_CENTER_SCALE in models/zoo.py) and train again")
     save_file(half, str(path), metadata={"model": name, "format": "sonomark-fp16"})
     manifest.models[name] = {
         "task": spec.task, "arch": spec.arch, "init": spec.init, "file": spec.weights_file,

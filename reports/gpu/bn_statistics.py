@@ -1,6 +1,7 @@
 """Repair the VGG19 U-Nets of round 1 for fp16. Their center's first batch norm, and in one run the first decoder
 block's, kept a running variance beyond fp16's 65504, which the fp16 best.pt turned into inf (every mask then came
-out empty). The registry's unet_vgg19 now scales the input of those two convolutions by VGG19_UNET_SCALE (their
+out empty). The registry's unet_vgg19 now scales the input of those two convolutions (VGG19_UNET_CENTER_SCALE,
+VGG19_UNET_BLOCK_SCALE; their
 keys move under ``block``). This loads a round-1 best.pt into it; for each of the two batch norms, in network
 order, a finite stored mean and variance are scaled by the same factor (exact), and an inf one is recomputed
 exactly over the run's own training scans (the original files, decoded as training decodes them, no augmentation).
@@ -16,7 +17,7 @@ import torch
 from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, load_verified
 from models.preprocess import decode_cases, normalize
-from models.zoo import VGG19_UNET_SCALE, build_model, get_spec
+from models.zoo import build_model, get_spec
 
 NAME = "unet_vgg19"
 WRAPPED = ("decoder.center.", "decoder.blocks.0.conv1.")  # their input is scaled now (models/zoo.py)
@@ -57,8 +58,8 @@ def main(src: Path, dst: Path) -> None:
         conv, bn = (wrapper.block[0][0], wrapper.block[0][1]) if wrapper is model.decoder.center else \
             (wrapper.block[0], wrapper.block[1])
         if torch.isfinite(bn.running_var).all() and torch.isfinite(bn.running_mean).all():
-            bn.running_mean.mul_(VGG19_UNET_SCALE)
-            bn.running_var.mul_(VGG19_UNET_SCALE ** 2)
+            bn.running_mean.mul_(wrapper.scale)
+            bn.running_var.mul_(wrapper.scale ** 2)
             how = "scaled"
         else:
             if images is None:

@@ -156,8 +156,8 @@ def test_vgg19_unet_batch_norm_statistics_fit_fp16():
         conv.register_forward_hook(lambda m, a, out, name=name: seen.update({name: out}))
     with torch.no_grad():
         unet(scan - mean)
-    assert 0 < zoo.VGG19_UNET_SCALE < 1
-    assert torch.allclose(seen["center_in"], seen["bottleneck"] * zoo.VGG19_UNET_SCALE)
+    assert 0 < zoo.VGG19_UNET_CENTER_SCALE < 1 and 0 < zoo.VGG19_UNET_BLOCK_SCALE < 1
+    assert torch.allclose(seen["center_in"], seen["bottleneck"] * zoo.VGG19_UNET_CENTER_SCALE)
     # at ImageNet initialisation, 100x below fp16's largest value (unscaled, both are above 65504 / 100; round-1
     # training then raised the center's about 500x)
     for name in ("center", "block"):

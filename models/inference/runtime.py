@@ -8,8 +8,8 @@ input ``(1, 3, S, S)`` to its raw output (classifier logits or segmenter lesion 
   convolutions, fused activations, blocked memory layouts) the registered networks took 1.5x (VGG19 in
   fp32) to 3.4x (DeepLabV3+) less time than the naive baseline's PyTorch eager stage on the 2-core CPU
   (``benchmarks/results/analysis_speed.json``); VGG19 in int8, 5x.
-  A member registered ``int8`` (VGG19) runs as an int8 graph built from its weights and the activation
-  ranges calibration stored in the manifest (``models.inference.quantize``).
+  A member registered ``int8`` (VGG19; the VGG19 U-Net's encoder) runs as an int8 graph built from its
+  weights and the activation ranges calibration stored in the manifest (``models.inference.quantize``).
 - ``torch``: the model itself under ``torch.inference_mode`` (the choice on a GPU, and the reference
   the tests compare ONNX Runtime against).
 
@@ -86,7 +86,7 @@ def onnx_runner(model: nn.Module, spec: ModelSpec | int, int8_ranges: Mapping[st
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     graph = onnx_bytes(model, spec)
     if int8_ranges:
-        graph = quantized(graph, int8_ranges)
+        graph = quantized(graph, int8_ranges, "" if isinstance(spec, int) else spec.int8_scope)
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> np.ndarray:

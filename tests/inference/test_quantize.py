@@ -6,9 +6,9 @@ import onnx
 import pytest
 import torch
 
-from models.inference.quantize import activation_ranges, quantized
+from models.inference.quantize import activation_ranges, quantized, scoped_nodes
 from models.inference.runtime import make_runner, onnx_bytes, onnx_runner
-from models.zoo import REGISTRY, get_spec
+from models.zoo import REGISTRY, build_model, get_spec
 
 
 def small_net() -> torch.nn.Module:
@@ -65,6 +65,34 @@ def test_pytorch_on_a_gpu_runs_the_fp32_model(ranges):
     np.testing.assert_allclose(make_runner(model, 32, "torch", "cpu", ranges)(x), expected, rtol=1e-6)
 
 
-def test_only_vgg19_is_registered_int8():
-    """A registry choice, measured (reports/vgg19_int8_trial.py): another member made int8 needs its own trial."""
-    assert [n for n in REGISTRY if get_spec(n).int8] == ["vgg19"]
+def test_only_the_measured_members_are_registered_int8():
+    """A registry choice, measured (reports/vgg19_int8_trial.py, reports/unet_vgg19_int8_trial.py): another
+    member made int8 needs its own trial."""
+    assert {n: get_spec(n).int8_scope for n in REGISTRY if get_spec(n).int8} == {"vgg19": "", "unet_vgg19": "/encoder/"}
+
+
+def test_the_vgg19_unet_scope_is_its_encoder_convolutions_and_nothing_of_its_decoder():
+    """In int8 the decoder (or any of its convolutions) collapsed the masks: its nodes must stay fp32."""
+    spec = get_spec("unet_vgg19")
+    graph = onnx.load_from_string(onnx_bytes(build_model("unet_vgg19", init=None), spec))
+    nodes = set(scoped_nodes(graph.SerializeToString(), spec.int8_scope))
+    convs = {n.name for n in graph.graph.node if n.op_type == "Conv"}
+    assert {n for n in convs if n.startswith("/encoder/")} <= nodes
+    assert len(convs & nodes) == 12  # VGG19 blocks 1-4: 2 + 2 + 4 + 4 convolutions
+    assert not any(n.startswith(("/decoder/", "/segmentation_head/")) for n in nodes)
+
+
+def test_a_scope_keeps_the_nodes_outside_it_in_fp32():
+    """``int8_scope`` (the VGG19 U-Net's encoder): int8 weights for the nodes named with the prefix only."""
+    graph = onnx_bytes(small_net(), 32)
+    ranges = activation_ranges(graph, inputs(8), scope="/0/")
+    int8 = onnx.load_from_string(quantized(graph, ranges, scope="/0/"))
+    quantized_weights = [t.name for t in int8.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert quantized_weights and all(name.startswith("0.") for name in quantized_weights), quantized_weights
+    whole = onnx.load_from_string(quantized(graph, ranges))
+    assert any(t.name.startswith("2.") and t.data_type == onnx.TensorProto.INT8 for t in whole.graph.initializer)
+
+
+def test_a_scope_that_names_no_node_is_a_clear_error(ranges):
+    with pytest.raises(ValueError, match="int8_scope"):
+        quantized(onnx_bytes(small_net(), 32), ranges, scope="/encoder/")

@@ -88,6 +88,9 @@ class Manifest:
         ranges = {n: m["int8_ranges"] for n, m in sorted(self.models.items()) if m.get("int8_ranges")}
         if ranges:  # likewise
             calibration["int8_ranges"] = ranges
+        scopes = {n: REGISTRY[n].int8_scope for n in ranges if n in REGISTRY and REGISTRY[n].int8_scope}
+        if scopes:  # likewise: the part of the graph that runs int8 (models.inference.quantize)
+            calibration["int8_scope"] = scopes
         digest = hashlib.sha256(json.dumps(calibration, sort_keys=True).encode()).hexdigest()
         return {"models": {n: self.models[n]["sha256"] for n in sorted(self.models)}, "calibration_sha256": digest}
 

@@ -1,6 +1,7 @@
 """int8 under ONNX Runtime: a registered network's activation ranges, and its graph quantized with them.
 
-A member whose registry entry says ``int8=True`` (VGG19: 45 of the engine's 99 ms in fp32) runs on the CPU as a
+A member whose registry entry says ``int8=True`` (VGG19: 45 of the engine's 99 ms in fp32; the VGG19 U-Net's
+encoder, below) runs on the CPU as a
 static QDQ graph: int8 weights per output channel, uint8 activations scaled by ranges measured on
 validation scans. ``sonomark calibrate`` (and ``sonomark adapt``, on the site's held-out cases) measures the
 ranges and writes them into the member's manifest entry (``int8_ranges``); everything that runs the member on
@@ -23,11 +24,13 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from models.zoo import ModelSpec
+
 # What the engine measured and validated (trial above); ORT's own advice for x86 CPUs with VNNI.
 QUANT_OPTIONS = {"per_channel": True, "reduce_range": False}
 
 
-class _Inputs:
+class CalibrationInputs:
     """ONNX Runtime's calibration reader (by its ``get_next`` protocol) over prepared batch-1 inputs; the
     model's input is named ``x``."""
 
@@ -38,20 +41,22 @@ class _Inputs:
         return next(self._batches, None)
 
 
-def scoped_nodes(graph: bytes, scope: str) -> list[str] | None:
-    """The names of the graph's nodes that start with ``scope`` (a registry entry's ``int8_scope``), for ONNX
-    Runtime's ``nodes_to_quantize``; None (every node) for an empty scope."""
-    if not scope:
+def scoped_nodes(graph: bytes, spec: ModelSpec | None) -> list[str] | None:
+    """The names of the graph's nodes that start with the spec's ``int8_scope``, for ONNX Runtime's
+    ``nodes_to_quantize``; None (every node) without a spec or with an empty scope."""
+    if spec is None or not spec.int8_scope:
         return None
     import onnx
 
-    nodes = [n.name for n in onnx.load_from_string(graph).graph.node if n.name.startswith(scope)]
+    nodes = [n.name for n in onnx.load_from_string(graph).graph.node if n.name.startswith(spec.int8_scope)]
     if not nodes:
-        raise ValueError(f"no node of the graph is named {scope!r}...; fix the registry entry's int8_scope")
+        raise ValueError(f"{spec.name}: no node of its ONNX graph is named {spec.int8_scope!r}...; fix the "
+                         "int8_scope of its registry entry (models/zoo.py)")
     return nodes
 
 
-def _quantize(graph: bytes, folder: Path, cache: Path, inputs: Iterable[np.ndarray] | None, scope: str) -> bytes:
+def _quantize(graph: bytes, folder: Path, cache: Path, inputs: Iterable[np.ndarray] | None,
+              spec: ModelSpec | None = None) -> bytes:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     (folder / "fp32.onnx").write_bytes(graph)
@@ -60,31 +65,32 @@ def _quantize(graph: bytes, folder: Path, cache: Path, inputs: Iterable[np.ndarr
     root.setLevel(logging.ERROR)  # ORT warns about graph pre-processing and the head's rank-1 batch norm
     try:
         quantize_static(str(folder / "fp32.onnx"), str(folder / "int8.onnx"),
-                        None if inputs is None else _Inputs(inputs), quant_format=QuantFormat.QDQ,
+                        None if inputs is None else CalibrationInputs(inputs), quant_format=QuantFormat.QDQ,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibration_cache_path=str(cache), nodes_to_quantize=scoped_nodes(graph, scope),
+                        calibration_cache_path=str(cache), nodes_to_quantize=scoped_nodes(graph, spec),
                         **QUANT_OPTIONS)
     finally:
         root.setLevel(level)
     return (folder / "int8.onnx").read_bytes()
 
 
-def activation_ranges(graph: bytes, inputs: Iterable[np.ndarray], scope: str = "") -> dict[str, list[float]]:
+def activation_ranges(graph: bytes, inputs: Iterable[np.ndarray]) -> dict[str, list[float]]:
     """Each activation's [lowest, highest] over ``inputs`` (prepared ``(1, 3, S, S)`` float32 arrays) for the
-    ONNX ``graph`` (``runtime.onnx_bytes``), for the nodes in ``scope`` (``scoped_nodes``): what the manifest
-    stores as ``int8_ranges``."""
+    ONNX ``graph`` (``runtime.onnx_bytes``): what the manifest stores as ``int8_ranges``. Every tensor's, also
+    outside a registry entry's ``int8_scope`` (ONNX Runtime's calibrator measures them all)."""
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     with tempfile.TemporaryDirectory(prefix="sonomark-int8-") as tmp:
         folder = Path(tmp)
-        _quantize(graph, folder, folder / "ranges.json", inputs, scope)
+        _quantize(graph, folder, folder / "ranges.json", inputs)
         data = load_tensors_data(folder / "ranges.json").data
     return {name: [float(np.asarray(r.range_value[0]).item()), float(np.asarray(r.range_value[1]).item())]
             for name, r in sorted(data.items())}
 
 
-def quantized(graph: bytes, ranges: Mapping[str, list[float]], scope: str = "") -> bytes:
-    """The int8 QDQ graph of ``graph`` with the stored activation ``ranges``, int8 in ``scope`` only."""
+def quantized(graph: bytes, ranges: Mapping[str, list[float]], spec: ModelSpec | None = None) -> bytes:
+    """The int8 QDQ graph of ``graph`` with the stored activation ``ranges``; with ``spec``, int8 only in its
+    ``int8_scope``."""
     if not ranges:
         raise ValueError("no activation ranges to quantize with; run `sonomark calibrate` to measure them")
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
@@ -95,4 +101,4 @@ def quantized(graph: bytes, ranges: Mapping[str, list[float]], scope: str = "") 
     with tempfile.TemporaryDirectory(prefix="sonomark-int8-") as tmp:
         folder = Path(tmp)
         save_tensors_data(data, folder / "ranges.json")
-        return _quantize(graph, folder, folder / "ranges.json", None, scope)
+        return _quantize(graph, folder, folder / "ranges.json", None, spec)

@@ -86,7 +86,7 @@ def onnx_runner(model: nn.Module, spec: ModelSpec | int, int8_ranges: Mapping[st
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     graph = onnx_bytes(model, spec)
     if int8_ranges:
-        graph = quantized(graph, int8_ranges, "" if isinstance(spec, int) else spec.int8_scope)
+        graph = quantized(graph, int8_ranges, None if isinstance(spec, int) else spec)
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> np.ndarray:

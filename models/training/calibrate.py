@@ -120,8 +120,7 @@ def fit_int8_ranges(manifest: Manifest, cases, groups: Mapping[str, str] | None 
             continue
         images = decode_cases(list(cases)[::every], spec.input_size, groups, progress=progress).images
         inputs = (normalize(torch.from_numpy(np.ascontiguousarray(image[None])), spec).numpy() for image in images)
-        manifest.models[name]["int8_ranges"] = activation_ranges(onnx_bytes(manifest.load(name), spec), inputs,
-                                                                spec.int8_scope)
+        manifest.models[name]["int8_ranges"] = activation_ranges(onnx_bytes(manifest.load(name), spec), inputs)
         done.append(name)
     if done:
         manifest.write()

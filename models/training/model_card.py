@@ -52,8 +52,8 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
               "input size (segmenters). Temperatures, ensemble weights and the mask threshold are fitted on the "
               "validation split (`sonomark calibrate`): " + json.dumps(
                   {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold") if k in fitted}), ""]
-    int8 = [n + (f" (the nodes under `{REGISTRY[n].int8_scope}` only; the rest in fp32)" if REGISTRY[n].int8_scope else "")
-            for n in manifest.shipped() if manifest.int8_ranges(n)]
+    int8 = [n + (f" (the nodes under `{REGISTRY[n].int8_scope}` only; the rest in fp32)"
+                 if REGISTRY[n].int8_scope else "") for n in manifest.shipped() if manifest.int8_ranges(n)]
     if int8:
         lines += [f"Run int8 on the CPU (ONNX Runtime, static quantization, activation ranges measured by "
                   f"`sonomark calibrate` on validation scans; every figure below is of the int8 model, PyTorch on a "

@@ -3,11 +3,12 @@
 Shipped from untrained models (``ship_random``), so that these checks run in seconds; the pipeline
 tests ship trained ones.
 """
+import dataclasses
 import shutil
 
 import pytest
 
-from models import weights
+from models import weights, zoo
 from tests.inference.test_analysis import ship_random
 
 
@@ -78,6 +79,18 @@ def test_the_identity_changes_with_any_file_or_calibration(copy):
     manifest.ensemble["fitted"] = {"threshold": 0.45}
     manifest.write()
     assert weights.Manifest.read(copy).identity()["calibration_sha256"] != recalibrated["calibration_sha256"]
+
+
+def test_the_identity_names_the_part_of_a_graph_that_runs_int8(copy, monkeypatch):
+    """The same ranges with another ``int8_scope`` run another graph: results measured with one are stale."""
+    manifest = weights.Manifest.read(copy)
+    manifest.models["resnet18"]["int8_ranges"] = {"x": [-1.0, 1.0]}
+    manifest.write()
+    monkeypatch.setitem(zoo.REGISTRY, "resnet18", dataclasses.replace(zoo.get_spec("resnet18"), int8=True))
+    whole = weights.Manifest.read(copy).identity()
+    monkeypatch.setitem(zoo.REGISTRY, "resnet18", dataclasses.replace(zoo.get_spec("resnet18"), int8=True,
+                                                                      int8_scope="/layer1/"))
+    assert weights.Manifest.read(copy).identity()["calibration_sha256"] != whole["calibration_sha256"]
 
 
 def test_verify_command_checks_every_file(copy, capsys):

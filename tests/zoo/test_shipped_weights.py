@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.inference.ensemble import ENSEMBLE
+from models.data.images import load_gray
+from models.inference.ensemble import ENSEMBLE, run_int8, run_model
+from models.preprocess import resize_scan
 from models.training import evaluate, model_card
 from models.training.floors import FLOORS
 from models.weights import WEIGHTS_DIR, Manifest
@@ -102,10 +104,6 @@ def test_the_readme_and_the_model_card_state_the_published_metrics():
 def test_the_int8_graph_the_engine_runs_keeps_the_shipped_members_answers(name):
     """What calibration measured: a member run int8 says what it says in fp32 on the example scans (the VGG19
     U-Net's masks collapsed with its decoder in int8: this fails if its ``int8_scope`` is widened)."""
-    from models.data.images import load_gray
-    from models.inference.ensemble import run_int8, run_model
-    from models.preprocess import resize_scan
-
     spec = get_spec(name)
     model = MANIFEST.load(name)
     scans = sorted((REPO / "examples").glob("*.png"))

@@ -145,9 +145,8 @@ class Analyzer:
         mask = clean_mask(lesion > self.fusion.threshold)
         label = CLASSES[int(np.argmax(probs))]
         entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum() / np.log(len(CLASSES)))
-        # Votes of the members the ensemble listens to: dissent from one that calibration gave (almost) no
-        # weight (worse on validation than the others together) would flag scans without adding a reason to look.
-        votes = {n: CLASSES[int(np.argmax(per_model[n][0]))] for n in self.fusion.voters(per_model)}
+        # Votes of the members the ensemble listens to, each with its share of the ensemble's weight
+        votes = self.fusion.votes({n: p[0] for n, p in per_model.items()})
         reasons = review_reasons(probs, votes, [maps[n] > self.fusion.threshold for n in self.fusion.seg_voters(maps)],
                                  mask if maps else None)
         measurements = measure(mask, scan.spacing_mm)

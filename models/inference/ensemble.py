@@ -15,6 +15,7 @@ import torch
 from scipy.special import expit
 from torch import nn
 
+from models.data.records import CLASSES
 from models.inference.runtime import onnx_runner
 from models.preprocess import normalize, resize_map
 from models.zoo import ModelSpec
@@ -108,10 +109,16 @@ class Fusion:
     def voters(self, classifiers: Iterable[str]) -> list[str]:
         """The classifiers with a say: at least ``MIN_SAY`` of the ensemble's weight.
 
-        A member under that share moves no ensemble probability by more than 0.05, so its dissent alone is
-        no reason to flag a scan (calibration gave the from-scratch ResNet-18 0.02).
+        A member under that share moves no ensemble probability by more than 0.05, so the review flag does
+        not count its vote (calibration once gave the from-scratch ResNet-18 0.02).
         """
         return _with_say(self.class_shares(classifiers))
+
+    def votes(self, probs: Mapping[str, np.ndarray]) -> dict[str, tuple[str, float]]:
+        """Per classifier with a say, the class it picks for one scan (``probs``: its probabilities in
+        ``CLASSES`` order) and its share of the ensemble's weight (`models.inference.review`)."""
+        shares = self.class_shares(probs)
+        return {n: (CLASSES[int(np.argmax(probs[n]))], shares[n]) for n in self.voters(probs)}
 
     def seg_voters(self, segmenters: Iterable[str]) -> list[str]:
         """The segmenters with a say, by the classifiers' rule (calibration gave SegFormer-B0 0)."""

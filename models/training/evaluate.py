@@ -99,12 +99,11 @@ def review_flags(preds: CasePredictions, fusion: Fusion, per_model: dict[str, np
     """Whether the analysis would flag each case for review: its own rule (``review_reasons``) on the
     calibrated probabilities (``fusion.classify``) and the segmenters' maps, with masks at the segmenters'
     input size rather than the scan's."""
-    voters = fusion.voters(per_model)
     seg_voters = fusion.seg_voters(preds.seg_probs)
     lesion = fusion.segment(preds.seg_probs) if preds.seg_probs else None
     flags = []
     for i in range(len(preds.labels)):
-        votes = {n: CLASSES[int(per_model[n][i].argmax())] for n in voters}
+        votes = fusion.votes({n: p[i] for n, p in per_model.items()})
         masks = [preds.seg_probs[n][i] > fusion.threshold for n in seg_voters]
         mask = clean_mask(lesion[i] > fusion.threshold) if lesion is not None else None
         flags.append(bool(review_reasons(fused[i], votes, masks, mask)))
@@ -264,10 +263,12 @@ def seen_sources(manifest: Manifest) -> set[str]:
 
 
 def cross_site(data_dirs, weights_by_source: dict[str, Path], split_path: Path = DEFAULT_SPLIT, n_boot: int = 1000,
-               plots: Path | None = None, progress: bool = True) -> dict[str, DatasetEvaluation]:
+               plots: Path | None = None, progress: bool = True, split_name: str = "test") -> dict[str, DatasetEvaluation]:
     """Each source's test split, analysed by weights that never saw that source (trained and calibrated on
     the others): the proxy for a scanner the models have never met. The committed split decides the test
-    cases; the held-out source's train and validation cases are not used."""
+    cases; the held-out source's train and validation cases are not used. ``split_name="val"`` analyses the
+    held-out source's validation split instead, which never touched those weights either: the split on which
+    recipes and rules are chosen across sites, so that the test split only reports."""
     split, cases = load_verified(data_dirs, split_path, progress=progress)
     out = {}
     for source, folder in weights_by_source.items():
@@ -280,10 +281,11 @@ def cross_site(data_dirs, weights_by_source: dict[str, Path], split_path: Path =
             raise CrossSiteError(f"{folder} saw {source} (trained or calibrated on {', '.join(sorted(seen))}); train "
                                  f"with --data without it, ship with --weights {folder}, calibrate with --data "
                                  "without it")
-        chosen = [c for c in split.select(cases, "test") if c.source == source]
+        chosen = [c for c in split.select(cases, split_name) if c.source == source]
         if not chosen:
-            raise CrossSiteError(f"no {source} test cases in {', '.join(map(str, data_dirs))}")
-        out[source] = evaluate_source(manifest, chosen, split, "test", n_boot, plots, progress, trained_on=sorted(seen))
+            raise CrossSiteError(f"no {source} {split_name} cases in {', '.join(map(str, data_dirs))}")
+        out[source] = evaluate_source(manifest, chosen, split, split_name, n_boot, plots, progress,
+                                      trained_on=sorted(seen))
     return out
 
 
@@ -316,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--cross-site", nargs="+", metavar="SOURCE=WEIGHTS_DIR",
-                    help="evaluate each SOURCE's test split with weights that never saw it (trained and calibrated "
-                         f"on the other sources); writes {CROSS_SITE} and plots/cross_site/ in --weights")
+                    help="evaluate each SOURCE's test split (or --split-name's) with weights that never saw it "
+                         f"(trained and calibrated on the other sources); writes {CROSS_SITE} and plots/cross_site/ "
+                         "in --weights (cross_site_val.json and plots/cross_site_val/ for --split-name val)")
     args = ap.parse_args(argv)
     if args.cross_site:
         return _cross_site_main(args)
@@ -339,15 +342,18 @@ def _cross_site_main(args) -> int:
         print(f"error: --cross-site takes SOURCE=WEIGHTS_DIR pairs, e.g. busi=runs/without-busi/weights; got "
               f"{' '.join(args.cross_site)}", file=sys.stderr)
         return 2
+    test = args.split_name == "test"
+    plots = args.weights / "plots" / ("cross_site" if test else f"cross_site_{args.split_name}")
     try:
-        results = cross_site(args.data, {s: Path(d) for s, d in pairs}, args.split, args.n_boot,
-                             args.weights / "plots" / "cross_site")
+        results = cross_site(args.data, {s: Path(d) for s, d in pairs}, args.split, args.n_boot, plots,
+                             split_name=args.split_name)
     except CrossSiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    out = args.weights / CROSS_SITE
+    out = args.weights / (CROSS_SITE if test else CROSS_SITE.replace(".json", f"_{args.split_name}.json"))
     out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
-    print(f"wrote {write_card(args.weights)}")
+    if test:  # the model card shows the test split; the validation run is for choosing
+        print(f"wrote {write_card(args.weights)}")
     print("\n".join(summary_lines(results)))
-    print(f"wrote {out} and plots in {args.weights / 'plots' / 'cross_site'}")
+    print(f"wrote {out} and plots in {plots}")
     return 0

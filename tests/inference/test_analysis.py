@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from models import weights
+from models.data.records import CLASSES
 from models.inference.analysis import Analyzer
-from models.inference.review import review_reasons
+from models.inference.review import MAX_DISSENT, dissent, review_reasons
 from models.inference.scan import read_scan
 from models.zoo import build_model
 
@@ -60,9 +61,18 @@ def test_same_scan_same_result(analyzer):
 
 
 def test_review_flags_disagreement(analyzer):
-    a = analyzer.analyze(png_scan(seed=5))
-    votes = {max(p, key=p.get) for p in a.per_model.values()}
-    assert (len(votes) > 1) == any("classifiers disagree" in r for r in a.review_reasons)
+    """The reason fires exactly when classifiers holding half the weight or more pick another class."""
+    engine, seen = Analyzer(analyzer.manifest.folder), set()
+    for weights_ in ({"resnet18": 0.5, "efficientnet_lite0": 0.5}, {"resnet18": 0.3, "efficientnet_lite0": 0.7}):
+        engine.fusion = replace(engine.fusion, class_weights=weights_)
+        for seed in range(4):
+            a = engine.analyze(png_scan(seed=seed))
+            votes = engine.fusion.votes({n: np.array([p[c] for c in CLASSES]) for n, p in a.per_model.items()})
+            against = sum(share for picked, share in votes.values() if picked != a.label)
+            flagged = any("classifiers disagree" in r for r in a.review_reasons)
+            assert flagged == (against >= MAX_DISSENT), (weights_, seed, votes)
+            seen.add(flagged)
+    assert seen == {True, False}, "an even split should raise the reason and a minority's dissent should not"
 
 
 def test_members_with_little_weight_do_not_raise_the_disagreement_flag(analyzer):
@@ -145,7 +155,9 @@ EMPTY = np.zeros((8, 8), bool)
 
 @pytest.mark.parametrize("probs, mask, expected", [
     (_p(0.9, 0.05, 0.05), LESION, []),
-    (_p(0.5, 0.3, 0.2), LESION, ["ensemble unsure: top probability 0.50 < 0.6"]),
+    (_p(0.5, 0.3, 0.2), LESION, ["ensemble unsure: top probability 0.50 < 0.65"]),
+    (_p(0.64, 0.3, 0.06), LESION, ["ensemble unsure: top probability 0.64 < 0.65"]),
+    (_p(0.66, 0.3, 0.04), LESION, []),
     (_p(0.05, 0.05, 0.9), LESION, ["called normal, yet a lesion is segmented"]),
     (_p(0.05, 0.05, 0.9), EMPTY, []),
     (_p(0.05, 0.9, 0.05), EMPTY, ["called malignant, yet no lesion is segmented"]),
@@ -156,12 +168,20 @@ def test_each_review_reason_fires_exactly_when_it_should(probs, mask, expected):
 
 
 def test_review_reasons_for_disagreeing_members():
-    probs = _p(0.9, 0.05, 0.05)
-    assert review_reasons(probs, {"a": "benign", "b": "malignant"}, [], LESION) == [
-        "classifiers disagree: a says benign, b says malignant"]
-    assert review_reasons(probs, {"a": "benign", "b": "benign"}, [LESION, LESION], LESION) == []
+    probs = _p(0.9, 0.05, 0.05)  # called benign
+    outvoted = {"a": ("benign", 0.4), "b": ("malignant", 0.35), "c": ("normal", 0.25)}
+    assert review_reasons(probs, outvoted, [], LESION) == [
+        "classifiers disagree: members with 0.60 of the weight pick another class "
+        "(a says benign, b says malignant, c says normal)"]
+    assert review_reasons(probs, {"a": ("benign", 0.5), "b": ("malignant", 0.5)}, [], LESION) != []  # half is enough
+    assert review_reasons(probs, {"a": ("benign", 0.6), "b": ("malignant", 0.4)}, [], LESION) == []  # a minority
+    assert review_reasons(probs, {"a": ("benign", 0.5), "b": ("benign", 0.5)}, [LESION, LESION], LESION) == []
     assert review_reasons(probs, {}, [LESION, EMPTY], LESION) == [
-        "segmenters disagree: mean pairwise Dice 0.00 < 0.7"]
+        "segmenters disagree: mean pairwise Dice 0.00 < 0.4"]
+    overlap = np.zeros((8, 8), bool)
+    overlap[2:5, 2:3] = True  # Dice 0.5 with LESION: agreement enough, no reason
+    assert review_reasons(probs, {}, [LESION, overlap], LESION) == []
+    assert dissent("benign", outvoted) == pytest.approx(0.6) and dissent("normal", outvoted) == pytest.approx(0.75)
 
 
 def test_the_engine_flags_a_call_its_mask_contradicts(analyzer):

@@ -242,7 +242,7 @@ def test_training_and_calibration_never_decode_the_test_split(world, tmp_path, m
     assert set(read) == paths["train"] | paths["val"]
 
 
-def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp_path, capsys):
+def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp_path, capsys, monkeypatch):
     _, data, split_path, _, wdir = world
     busi, busbra = data
     unseen = tmp_path / "without-busi"
@@ -272,6 +272,17 @@ def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp
     assert evaluate.main([*argv, "--cross-site", f"busi={empty}"]) == 1
     assert f"--weights {empty}`" in capsys.readouterr().err  # the command to run names the folder
     assert evaluate.main([*argv, "--cross-site", "busi"]) == 2
+    # the held-out source's validation split, for choosing across sites; the card keeps showing the test split
+    from models import preprocess
+    from models.data.splits import load_verified
+    split, cases = load_verified(data, split_path, progress=False)
+    read, real = [], preprocess.load_gray
+    monkeypatch.setattr(preprocess, "load_gray", lambda path: read.append(path) or real(path))
+    assert evaluate.main([*argv, "--cross-site", f"busi={unseen}", "--split-name", "val"]) == 0
+    assert set(read) == {c.image_path for c in split.select(cases, "val") if c.source == "busi"}
+    val = json.loads((unseen / "cross_site_val.json").read_text())["busi"]
+    assert val["split"] == "val" and val["weights"]["trained_on"] == ["busbra"]
+    assert (unseen / "README.md").read_text() == card
 
 
 def test_temperature_and_class_offsets_recover_a_shifted_class_mix():

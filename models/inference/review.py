@@ -17,7 +17,7 @@ from models.data.records import CLASSES
 # When to ask a person to look: the ensemble is unsure, its members disagree, or its mask contradicts its call.
 MIN_CONFIDENCE = 0.65
 MAX_DISSENT = 0.5  # share of the ensemble's weight held by classifiers with a say that pick another class
-MIN_SEGMENTER_AGREEMENT = 0.4  # mean pairwise Dice of the masks of the segmenters with a say
+MIN_SEGMENTER_AGREEMENT = 0.6  # mean pairwise Dice of the masks of the segmenters with a say
 
 
 def dissent(label: str, votes: Mapping[str, tuple[str, float]]) -> float:

@@ -177,9 +177,12 @@ def test_review_reasons_for_disagreeing_members():
     assert review_reasons(probs, {"a": ("benign", 0.6), "b": ("malignant", 0.4)}, [], LESION) == []  # a minority
     assert review_reasons(probs, {"a": ("benign", 0.5), "b": ("benign", 0.5)}, [LESION, LESION], LESION) == []
     assert review_reasons(probs, {}, [LESION, EMPTY], LESION) == [
-        "segmenters disagree: mean pairwise Dice 0.00 < 0.4"]
+        "segmenters disagree: mean pairwise Dice 0.00 < 0.6"]
     overlap = np.zeros((8, 8), bool)
-    overlap[2:5, 2:3] = True  # Dice 0.5 with LESION: agreement enough, no reason
+    overlap[2:5, 2:3] = True  # Dice 0.5 with LESION: too little agreement
+    assert review_reasons(probs, {}, [LESION, overlap], LESION) == [
+        "segmenters disagree: mean pairwise Dice 0.50 < 0.6"]
+    overlap[2:5, 3] = True  # Dice 0.8: enough, no reason
     assert review_reasons(probs, {}, [LESION, overlap], LESION) == []
     assert dissent("benign", outvoted) == pytest.approx(0.6) and dissent("normal", outvoted) == pytest.approx(0.75)
 

@@ -45,7 +45,8 @@ def test_weights_budget_and_fitted_ensemble():
 # an error fails; only the floor itself is an expected failure. Strict: once the floor is met the test
 # XPASSes and fails, until its entry is removed here and from the README.
 SHORTFALLS: dict[tuple[str, str], float] = {
-    ("busi", "dice_mean"): 0.697,  # [0.624, 0.767]: U-Net-Lite0 0.5, DeepLabV3+ 0.25, U-Net-VGG19 0.25, SegFormer-B0 0
+    ("busi", "dice_mean"): 0.693,  # [0.618, 0.763]: U-Net-Lite0 0.5, DeepLabV3+ (scanner fine-tune) 0.25,
+    # U-Net-VGG19 0.25, SegFormer-B0 0
 }
 METRICS = json.loads((WEIGHTS_DIR / "metrics.json").read_text()) if (WEIGHTS_DIR / "metrics.json").is_file() else {}
 

@@ -31,9 +31,9 @@ from models.data.masks import dice_iou  # noqa: E402
 from models.data.records import CLASSES  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
-from models.inference.ensemble import Fusion, predict_cases  # noqa: E402
+from models.inference.ensemble import CasePredictions, Fusion, predict_cases  # noqa: E402
 from models.inference.postprocess import clean_mask  # noqa: E402
-from models.inference.review import MAX_DISSENT, MIN_CONFIDENCE, MIN_SEGMENTER_AGREEMENT  # noqa: E402
+from models.inference.review import MAX_DISSENT, MIN_CONFIDENCE, MIN_SEGMENTER_AGREEMENT, TOLERANCE, dissent  # noqa: E402
 from models.training.evaluate import review_flags  # noqa: E402
 from models.weights import Manifest  # noqa: E402
 
@@ -52,7 +52,7 @@ TITLES = {"val": "validation (shipped)", "xval_busi": "BUS-BRA -> BUSI, val", "x
           "test": "test (shipped)", "xtest_busi": "BUS-BRA -> BUSI, test", "xtest_busbra": "BUSI -> BUS-BRA, test"}
 
 
-def predictions(key: str):
+def predictions(key: str) -> CasePredictions:
     """Every member's output for one setting, cached in runs/review/ under the weights' identity."""
     folder, split_name, sources = SETTINGS[key]
     manifest = Manifest.read(REPO / folder)
@@ -85,7 +85,7 @@ def features(folder: str, p) -> dict[str, np.ndarray]:
     f = {"class_wrong": label != p.labels, "top": fused.max(1), "dissent": [], "seg": [], "contra": [], "mask_wrong": []}
     for i in range(len(label)):
         votes = fusion.votes({m: q[i] for m, q in per_model.items()})
-        f["dissent"].append(sum(share for picked, share in votes.values() if picked != CLASSES[label[i]]))
+        f["dissent"].append(dissent(CLASSES[label[i]], votes))
         masks = [p.seg_probs[m][i] > fusion.threshold for m in seg_voters]
         pairs = [dice_iou(a, b)[0] for j, a in enumerate(masks) for b in masks[j + 1:]]
         f["seg"].append(np.mean(pairs) if pairs else 1.0)
@@ -100,11 +100,24 @@ def features(folder: str, p) -> dict[str, np.ndarray]:
     return f
 
 
-def flag(f: dict[str, np.ndarray], rule: tuple) -> np.ndarray:
+Rule = tuple[float, float | None, float | None]  # confidence c; dissent d (0: any, None: never); agreement s
+
+
+def dissent_fires(f: dict[str, np.ndarray], d: float | None) -> np.ndarray:
+    if d is None:
+        return np.zeros_like(f["contra"])
+    if d == 0:  # any dissent at all
+        return f["dissent"] > 0
+    return f["dissent"] >= d - TOLERANCE  # as models/inference/review.py compares
+
+
+def agreement_fires(f: dict[str, np.ndarray], s: float | None) -> np.ndarray:
+    return np.zeros_like(f["contra"]) if s is None else f["seg"] < s
+
+
+def flag(f: dict[str, np.ndarray], rule: Rule) -> np.ndarray:
     c, d, s = rule
-    dissent = np.zeros_like(f["contra"]) if d is None else (f["dissent"] > 0 if d == 0 else f["dissent"] >= d)
-    agree = np.zeros_like(f["contra"]) if s is None else f["seg"] < s
-    return (f["top"] < c) | dissent | agree | f["contra"]
+    return ~(f["top"] >= c) | dissent_fires(f, d) | agreement_fires(f, s) | f["contra"]
 
 
 def youden(fl: np.ndarray, wrong: np.ndarray) -> float:
@@ -116,7 +129,7 @@ def cell(fl: np.ndarray, wrong: np.ndarray) -> str:
     return f"{fl.mean():.0%}; {flagged} / {wrong[~fl].mean():.2f}; {fl[wrong].mean():.0%}; J {youden(fl, wrong):.2f}"
 
 
-def name(rule: tuple) -> str:
+def name(rule: Rule) -> str:
     c, d, s = rule
     dissent = {None: "never", 0.0: "any"}.get(d, f">= {d}")
     return f"< {c}; {dissent}; {'never' if s is None else f'< {s}'}"
@@ -127,6 +140,10 @@ def main() -> int:
     rules = list(itertools.product(*GRID.values()))
     score = {r: np.mean([youden(flag(feats[k], r), feats[k]["wrong"]) for k in CHOOSE]) for r in rules}
     best = max(score.values())
+    if SHIPPED not in score:
+        raise RuntimeError(f"models/inference/review.py ships {SHIPPED}, which is not on the grid {GRID}: add it")
+    if any(np.isnan(v) for v in score.values()):
+        raise RuntimeError("a setting has no wrong or no right scans: Youden's J is undefined there")
     if score[SHIPPED] < best - 1e-9:
         raise RuntimeError(f"models/inference/review.py ships {name(SHIPPED)} (mean J {score[SHIPPED]:.3f}), but "
                            f"{name(max(score, key=score.get))} scores {best:.3f}: update the thresholds there")
@@ -145,8 +162,8 @@ def main() -> int:
         c, d, s = rule
         lines += ["", f"## {title}: {name(rule)} (mean J on validation {score[rule]:.3f}), per reason", "", head, sep]
         reasons = {f"ensemble unsure (top < {c})": lambda f: f["top"] < c,
-                   f"classifiers disagree ({name(rule).split('; ')[1]} of the weight)": lambda f: flag(f, (0, d, None)),
-                   f"segmenters disagree (Dice < {s})": lambda f: flag(f, (0, None, s)),
+                   f"classifiers disagree ({name(rule).split('; ')[1]} of the weight)": lambda f: dissent_fires(f, d),
+                   f"segmenters disagree (Dice < {s})": lambda f: agreement_fires(f, s),
                    "call and mask contradict": lambda f: f["contra"]}
         for reason, fire in reasons.items():
             lines.append(f"| {reason} | " + " | ".join(cell(fire(f), f["wrong"]) for f in feats.values()) + " |")

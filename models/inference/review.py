@@ -16,13 +16,19 @@ from models.data.records import CLASSES
 
 # When to ask a person to look: the ensemble is unsure, its members disagree, or its mask contradicts its call.
 MIN_CONFIDENCE = 0.65
-MAX_DISSENT = 0.5  # share of the ensemble's weight held by classifiers with a say that pick another class
+MAX_DISSENT = 0.5  # flag at or above this share of the ensemble's weight picking another class than the call
+TOLERANCE = 1e-9  # shares are quotients: an even split must count as half whichever way it falls
 MIN_SEGMENTER_AGREEMENT = 0.6  # mean pairwise Dice of the masks of the segmenters with a say
 
 
 def dissent(label: str, votes: Mapping[str, tuple[str, float]]) -> float:
     """The share of the ensemble's weight whose classifiers pick another class than ``label``."""
     return sum(share for picked, share in votes.values() if picked != label)
+
+
+def outvoted(against: float) -> bool:
+    """Whether classifiers holding ``against`` of the weight are enough dissent to flag the scan."""
+    return against >= MAX_DISSENT - TOLERANCE
 
 
 def review_reasons(probs: np.ndarray, votes: Mapping[str, tuple[str, float]], segmenter_masks: list[np.ndarray],
@@ -37,10 +43,10 @@ def review_reasons(probs: np.ndarray, votes: Mapping[str, tuple[str, float]], se
     label = CLASSES[int(np.argmax(probs))]
     reasons = []
     against = dissent(label, votes)
-    if against >= MAX_DISSENT:
+    if outvoted(against):
         reasons.append(f"classifiers disagree: members with {against:.2f} of the weight pick another class ("
                        + ", ".join(f"{n} says {v}" for n, (v, _) in votes.items()) + ")")
-    if probs.max() < MIN_CONFIDENCE:
+    if not probs.max() >= MIN_CONFIDENCE:  # a non-finite output is unsure too
         reasons.append(f"ensemble unsure: top probability {probs.max():.2f} < {MIN_CONFIDENCE}")
     if len(segmenter_masks) > 1:
         pairs = [dice_iou(a, b)[0] for i, a in enumerate(segmenter_masks) for b in segmenter_masks[i + 1:]]

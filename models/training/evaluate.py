@@ -36,7 +36,7 @@ from models.training.metrics import (
     review_flag_metrics,
     segmentation_metrics,
 )
-from models.training.model_card import CROSS_SITE
+from models.training.model_card import CROSS_SITE, cross_site_file
 from models.training.model_card import write as write_card
 from models.weights import WEIGHTS_DIR, Manifest
 
@@ -264,11 +264,11 @@ def seen_sources(manifest: Manifest) -> set[str]:
 
 def cross_site(data_dirs, weights_by_source: dict[str, Path], split_path: Path = DEFAULT_SPLIT, n_boot: int = 1000,
                plots: Path | None = None, progress: bool = True, split_name: str = "test") -> dict[str, DatasetEvaluation]:
-    """Each source's test split, analysed by weights that never saw that source (trained and calibrated on
-    the others): the proxy for a scanner the models have never met. The committed split decides the test
-    cases; the held-out source's train and validation cases are not used. ``split_name="val"`` analyses the
-    held-out source's validation split instead, which never touched those weights either: the split on which
-    recipes and rules are chosen across sites, so that the test split only reports."""
+    """Each source's ``split_name`` split (test by default), analysed by weights that never saw that source
+    (trained and calibrated on the others): the proxy for a scanner the models have never met. The committed
+    split decides the cases; the held-out source's other splits are not read. Its validation split
+    (``split_name="val"``) never touched those weights either: recipes and rules are chosen across sites on
+    it, so that the test split only reports."""
     split, cases = load_verified(data_dirs, split_path, progress=progress)
     out = {}
     for source, folder in weights_by_source.items():
@@ -301,7 +301,7 @@ def summary_lines(results: dict[str, DatasetEvaluation]) -> list[str]:
             lines.append(f"  {name:22s} Dice {m.scores['dice_mean']}  (median {m.scores['dice_median'].value:.3f})")
         if ev.review:
             r = ev.review
-            lines.append(f"  review flag: {r['flagged_share'].value:.0%} flagged; error rate flagged "
+            lines.append(f"  review flag: {r['flagged_share'].value:.0%} flagged; classification error rate flagged "
                          f"{r['error_flagged']}, unflagged {r['error_unflagged']}")
         floors = FLOORS.get(source, {})
         got = ev.ensemble_scores()
@@ -350,7 +350,7 @@ def _cross_site_main(args) -> int:
     except CrossSiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    out = args.weights / (CROSS_SITE if test else CROSS_SITE.replace(".json", f"_{args.split_name}.json"))
+    out = args.weights / cross_site_file(args.split_name)
     out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
     if test:  # the model card shows the test split; the validation run is for choosing
         print(f"wrote {write_card(args.weights)}")

@@ -14,6 +14,11 @@ from models.zoo import REGISTRY
 CROSS_SITE = "cross_site.json"  # written by `sonomark evaluate --cross-site`, beside metrics.json
 
 
+def cross_site_file(split_name: str) -> str:
+    """The cross-site results of ``split_name``: the card's (test) or a validation run's, for choosing."""
+    return CROSS_SITE if split_name == "test" else CROSS_SITE.replace(".json", f"_{split_name}.json")
+
+
 def _iv(d: dict | None) -> str:
     """A value with its interval; a dash where there is none, or nothing to measure (NaN: no such cases)."""
     return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d and d["value"] == d["value"] else "—"
@@ -94,7 +99,7 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
                 for (k, f), v in zip(floors.items(), got.values())), "",
                 f"Ensemble: normal recall {_iv(ens_c.get('normal_recall'))}, lesion recall "
                 f"{_iv(ens_c.get('lesion_recall'))}, lesion scans left empty {_iv(ens_s.get('empty_rate'))}. Review flag: "
-                f"{_iv(review.get('flagged_share'))} of scans flagged; error rate {_iv(review.get('error_flagged'))} "
+                f"{_iv(review.get('flagged_share'))} of scans flagged; classification error rate {_iv(review.get('error_flagged'))} "
                 f"flagged, {_iv(review.get('error_unflagged'))} unflagged.", "",
                 f"![confusion](plots/{source}_confusion.png) ![roc](plots/{source}_roc_reliability.png) "
                 f"![dice](plots/{source}_dice.png)", "",
@@ -109,7 +114,7 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
                   "measures those members trained without the source, not the shipped ensemble.", "",
                   "| held-out source | trained on | members | macro-F1 | malignant AUC | normal recall | lesion recall | ECE "
                   "| mean Dice | lesion scans left empty | normal scans with a false lesion | flagged "
-                  "| error flagged / unflagged |",
+                  "| class error flagged / unflagged |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for source, ev in cross.items():
             c = ev["classification"].get(ENSEMBLE, {}).get("scores", {})

@@ -10,6 +10,7 @@ from models.data import load_cases
 from models.data.splits import make_split, save_split
 from models.data.survey import survey
 from models.inference.ensemble import Fusion, softmax
+from models.inference.review import review_reasons
 from models.training import calibrate, evaluate, train
 from models.zoo import get_spec
 from tests.conftest import write_busbra, write_busi
@@ -203,6 +204,23 @@ def test_fusion_weights_and_temperatures():
     assert g.seg_voters(["s", "t", "zero"]) == ["s", "t"]  # a member calibrated to 0 has no say
 
 
+def test_votes_carry_each_voters_share_of_all_the_classifiers_weight():
+    """A member under MIN_SAY has no vote, but its weight still counts in the others' shares: two members
+    at 0.48 each are not half each, so neither alone can outvote the call."""
+    f = Fusion({}, {"a": 0.48, "b": 0.48, "c": 0.04}, {})
+    probs = {"a": np.array([0.8, 0.1, 0.1]), "b": np.array([0.1, 0.8, 0.1]), "c": np.array([0.1, 0.1, 0.8])}
+    assert f.votes(probs) == {"a": ("benign", pytest.approx(0.48)), "b": ("malignant", pytest.approx(0.48))}
+    assert review_reasons(np.array([0.8, 0.15, 0.05]), f.votes(probs), [], None) == []  # 0.48 dissents
+    assert f.votes({"a": probs["a"]}) == {"a": ("benign", pytest.approx(1.0))}  # alone, it holds all the weight
+    assert f.votes({}) == {}
+    # an even split is half whichever way the shares' rounding falls: {0.1, 0.2} against 0.3 of 0.6
+    even = Fusion({}, {"x": 0.1, "y": 0.2, "z": 0.3}, {})
+    split = {"x": probs["a"], "y": probs["a"], "z": probs["b"]}
+    for label, probs_ in (("benign", [0.6, 0.3, 0.1]), ("malignant", [0.3, 0.6, 0.1])):
+        reasons = review_reasons(np.array(probs_), even.votes(split), [], None)
+        assert any(r.startswith("classifiers disagree") for r in reasons), (label, reasons)
+
+
 def test_fine_tuning_from_shipped_weights_verifies_their_checksum(world, tmp_path):
     import shutil
     _, data, split_path, _, wdir = world
@@ -278,11 +296,14 @@ def test_cross_site_evaluates_a_source_with_weights_that_never_saw_it(world, tmp
     split, cases = load_verified(data, split_path, progress=False)
     read, real = [], preprocess.load_gray
     monkeypatch.setattr(preprocess, "load_gray", lambda path: read.append(path) or real(path))
+    cards, test_results = [], (unseen / "cross_site.json").read_bytes()
+    monkeypatch.setattr(evaluate, "write_card", lambda folder: cards.append(folder))
     assert evaluate.main([*argv, "--cross-site", f"busi={unseen}", "--split-name", "val"]) == 0
     assert set(read) == {c.image_path for c in split.select(cases, "val") if c.source == "busi"}
     val = json.loads((unseen / "cross_site_val.json").read_text())["busi"]
     assert val["split"] == "val" and val["weights"]["trained_on"] == ["busbra"]
-    assert (unseen / "README.md").read_text() == card
+    assert not cards and (unseen / "cross_site.json").read_bytes() == test_results  # the card keeps the test split
+    assert (unseen / "plots" / "cross_site_val").is_dir()
 
 
 def test_temperature_and_class_offsets_recover_a_shifted_class_mix():

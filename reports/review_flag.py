@@ -142,8 +142,10 @@ def main() -> int:
     best = max(score.values())
     if SHIPPED not in score:
         raise RuntimeError(f"models/inference/review.py ships {SHIPPED}, which is not on the grid {GRID}: add it")
-    if any(np.isnan(v) for v in score.values()):
-        raise RuntimeError("a setting has no wrong or no right scans: Youden's J is undefined there")
+    undefined = [k for k in CHOOSE if feats[k]["wrong"].all() or not feats[k]["wrong"].any()]
+    if undefined:
+        raise RuntimeError(f"{', '.join(undefined)}: every scan or none is wrong, so Youden's J is undefined; "
+                           "check the weights folders in SETTINGS")
     if score[SHIPPED] < best - 1e-9:
         raise RuntimeError(f"models/inference/review.py ships {name(SHIPPED)} (mean J {score[SHIPPED]:.3f}), but "
                            f"{name(max(score, key=score.get))} scores {best:.3f}: update the thresholds there")

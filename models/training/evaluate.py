@@ -342,17 +342,16 @@ def _cross_site_main(args) -> int:
         print(f"error: --cross-site takes SOURCE=WEIGHTS_DIR pairs, e.g. busi=runs/without-busi/weights; got "
               f"{' '.join(args.cross_site)}", file=sys.stderr)
         return 2
-    test = args.split_name == "test"
-    plots = args.weights / "plots" / ("cross_site" if test else f"cross_site_{args.split_name}")
+    out = args.weights / cross_site_file(args.split_name)
+    plots = args.weights / "plots" / out.stem  # plots/cross_site/ for the test split, plots/cross_site_val/ ...
     try:
         results = cross_site(args.data, {s: Path(d) for s, d in pairs}, args.split, args.n_boot, plots,
                              split_name=args.split_name)
     except CrossSiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    out = args.weights / cross_site_file(args.split_name)
     out.write_text(json.dumps({s: ev.to_json() for s, ev in results.items()}, indent=1) + "\n")
-    if test:  # the model card shows the test split; the validation run is for choosing
+    if args.split_name == "test":  # the model card shows the test split; the validation run is for choosing
         print(f"wrote {write_card(args.weights)}")
     print("\n".join(summary_lines(results)))
     print(f"wrote {out} and plots in {plots}")

@@ -82,3 +82,20 @@ def test_the_vgg19_unet_scope_is_its_encoder_and_nothing_after_it():
     nodes = scoped_nodes(graph.SerializeToString(), spec)
     assert [n.name for n in graph.graph.node if n.name.startswith("/")][:len(nodes)] == nodes
     assert sum(n.op_type == "Conv" for n in graph.graph.node if n.name in set(nodes)) == 12
+
+
+def test_a_scope_keeps_the_nodes_outside_it_in_fp32(ranges):
+    """``int8_scope`` (the VGG19 U-Net's encoder): int8 weights for the nodes named with the prefix only."""
+    graph = onnx_bytes(small_net(), 32)
+    spec = dataclasses.replace(get_spec("resnet18"), int8=True, int8_scope="/0/")
+    int8 = onnx.load_from_string(quantized(graph, ranges, spec))
+    quantized_weights = [t.name for t in int8.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert quantized_weights and all(name.startswith("0.") for name in quantized_weights), quantized_weights
+    whole = onnx.load_from_string(quantized(graph, ranges))
+    assert any(t.name.startswith("2.") and t.data_type == onnx.TensorProto.INT8 for t in whole.graph.initializer)
+
+
+def test_a_scope_that_names_no_node_is_a_clear_error(ranges):
+    spec = dataclasses.replace(get_spec("resnet18"), int8=True, int8_scope="/encoder/")
+    with pytest.raises(ValueError, match=r"resnet18: no node .*'/encoder/'.*int8_scope .*models/zoo.py"):
+        quantized(onnx_bytes(small_net(), 32), ranges, spec)

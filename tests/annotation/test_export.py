@@ -250,15 +250,34 @@ def test_a_view_file_changed_in_place_is_restored_from_its_revision(tmp_path):
 
 
 def test_an_export_whose_mask_no_longer_fits_its_scan_is_reported_not_read(tmp_path):
-    saved = export.save_case(tmp_path, annotation(make_scan(), r=8))
+    cases = [export.save_case(tmp_path, annotation(make_scan(f"s{k}.png", seed=k), r=8)) for k in range(2)]
+    saved = min(cases, key=lambda c: c.case_id)  # read first: the case after it must still be read
     wrong = np.zeros((10, 10), np.uint8)
     revision = tmp_path / "revisions" / saved.case_id / "r1" / "mask.png"
     for path in (revision, saved.mask_path):  # the revision and its view: nothing left to repair from
         Image.fromarray(wrong).save(path)
     read = read_dataset(tmp_path)
-    assert not read.cases and [(p.path, p.kind) for p in read.problems] == [(saved.mask_path, "mask_size")]
-    assert "save the case again" in read.problems[0].message
+    assert [(p.path, p.kind) for p in read.problems] == [(saved.mask_path, "mask_size")]
+    assert [c.case_id for c in read.cases] == [f"sonomark/{c.case_id}" for c in cases if c is not saved]
+    assert read.problems[0].message == "mask and scan differ in size; save the case again"
 
+
+
+def test_an_export_whose_scan_no_longer_reads_is_reported_and_the_others_are_read(tmp_path):
+    """A scan file broken in its revision and its view is that case's ``unreadable`` problem, naming the file and
+    what to do; the cases after it are still read, an annotator left blank reads as blank."""
+    from dataclasses import replace
+    cases = [export.save_case(tmp_path, replace(annotation(make_scan(f"s{k}.png", seed=k)), annotator=""))
+             for k in range(3)]
+    broken = min(cases, key=lambda c: c.case_id)  # read first: sorted by case id
+    for path in (tmp_path / "revisions" / broken.case_id / "r1" / "image.png", broken.image_path):
+        path.write_bytes(b"not an image")
+    read = read_dataset(tmp_path)
+    assert read.root == tmp_path
+    assert [(p.path, p.kind) for p in read.problems] == [(broken.image_path, "unreadable")]
+    assert read.problems[0].message.endswith("; save the case again from the app")
+    assert sorted(c.case_id for c in read.cases) == sorted(f"sonomark/{c.case_id}" for c in cases if c is not broken)
+    assert {c.meta["annotator"] for c in read.cases} == {""}
 
 SAVING_FOREVER = """
 import sys

@@ -1,5 +1,6 @@
 """The analysis engine on shipped (random-initialised) weights: contract, sizes, determinism, review."""
 import io
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -9,7 +10,8 @@ from PIL import Image
 
 from models import weights
 from models.inference.analysis import Analyzer
-from models.inference.review import dissent, review_reasons
+from models.data.masks import dice_iou
+from models.inference.review import MIN_SEGMENTER_AGREEMENT, dissent, review_reasons
 from models.inference.scan import read_scan
 from models.zoo import build_model
 
@@ -162,6 +164,7 @@ EMPTY = np.zeros((8, 8), bool)
     (_p(0.9, 0.05, 0.05), LESION, []),
     (_p(0.5, 0.3, 0.2), LESION, ["ensemble unsure: top probability 0.50 < 0.65"]),
     (_p(0.64, 0.3, 0.06), LESION, ["ensemble unsure: top probability 0.64 < 0.65"]),
+    (_p(0.65, 0.3, 0.05), LESION, []),  # exactly the threshold is sure enough: "under 0.65" flags
     (_p(0.66, 0.3, 0.04), LESION, []),
     (_p(0.05, 0.05, 0.9), LESION, ["called normal, yet a lesion is segmented"]),
     (_p(0.05, 0.05, 0.9), EMPTY, []),
@@ -191,6 +194,21 @@ def test_review_reasons_for_disagreeing_members():
     overlap[2:5, 3] = True  # Dice 0.8: enough, no reason
     assert review_reasons(probs, {}, [LESION, overlap], LESION) == []
     assert dissent("benign", outvoted) == pytest.approx(0.6) and dissent("normal", outvoted) == pytest.approx(0.75)
+
+
+def test_the_review_thresholds_are_inclusive_where_the_rule_says_so():
+    """The boundaries `reports/review_flag.py` chose: agreement of exactly 0.6 is enough, and a lone segmenter
+    has no pair to disagree with (no mean of nothing, no warning). Found by mutation testing (`<=`, `>= 1`)."""
+    probs = _p(0.9, 0.05, 0.05)
+    a, b = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    a[0, :5] = True
+    b[0, 2:7] = True  # 3 of 5 pixels shared: Dice exactly 0.6
+    assert dice_iou(a, b)[0] == MIN_SEGMENTER_AGREEMENT
+    assert review_reasons(probs, {}, [a, b], a) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert review_reasons(probs, {}, [LESION], LESION) == []
+        assert review_reasons(probs, {}, [EMPTY], LESION) == []
 
 
 def test_the_engine_flags_a_call_its_mask_contradicts(analyzer):

@@ -146,6 +146,8 @@ def training_command(name: str, config: dict) -> str:
         parts.append("--balance-sources")
     if config.get("augment", "standard") != "standard":
         parts.append(f"--augment {config['augment']}")
+    if config.get("erased_normals"):
+        parts.append(f"--erased-normals {config['erased_normals']}")
     if config.get("distil"):
         parts.append("--distil")
         if config.get("distil_weight", 0.5) != 0.5:

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "audit.json").write_text(json.dumps(report, indent=1) + "\n")
     sheet = conflict_sheet(audit, args.out / "audit_conflicts.png")
     (args.out / "audit.md").write_text(render_markdown(report) + (
-        f"\n![label-conflict groups](audit_conflicts.png)\n" if sheet else ""))
+        "\n![label-conflict groups](audit_conflicts.png)\n" if sheet else ""))
     for source, d in report["datasets"].items():
         print(f"{source}: {d['cases']} cases {d['per_class']}, {len(d['problems'])} defects, {len(d['notes'])} notes, "
               f"{len(d['empty_lesion_masks'])} empty lesion masks, {len(d['non_empty_normal_masks'])} non-empty normal masks")

@@ -47,6 +47,7 @@ from models.preprocess import CaseArrays, decode_cases, normalize
 from models.training import distil, distributed
 from models.training.augment import AUGMENTATIONS, ScannerShift
 from models.training.distil import teacher_id
+from models.training.erased_normals import DECOY, ERASED, ErasureRecipe, with_erased_normals
 from models.training.distributed import SINGLE, Ranks
 from models.training.metrics import classification_metrics
 from models.weights import WEIGHTS_DIR, Manifest, sha256_file
@@ -78,6 +79,7 @@ class RunConfig:
     distil: str | None = None
     distil_weight: float = 0.5
     augment: str = "standard"  # or "scanner": also models.training.augment.ScannerShift
+    erased_normals: float = 0.0  # share of lesion scans also trained on erased, as normal (models.training.erased_normals)
 
     @classmethod
     def for_model(cls, spec: ModelSpec, device: str, **overrides) -> RunConfig:
@@ -326,7 +328,9 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
         distributed.agree(_run_identity(config, train, val), "settings or data", ranks)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1)
+    # OneCycleLR divides by (pct_start * steps - 1): exactly 10 steps at 0.1 raised ZeroDivisionError
+    warmup = 0.1 if max(steps, 1) != 10 else 0.15
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=warmup)
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "logs": [], "done": False}
     ckpt, mismatch = None, None
     if ranks.main and last.exists() and not fresh:
@@ -483,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
                          "changes (models/training/augment.py)")
     ap.add_argument("--balance-sources", action="store_true",
                     help="draw each dataset equally often per epoch, as the validation score weighs them")
+    ap.add_argument("--erased-normals", type=float, metavar="SHARE",
+                    help="also train on this share of the lesion scans with the lesion erased, labelled normal, and "
+                         "as many decoys (models/training/erased_normals.py)")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
     ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
@@ -506,14 +513,25 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
         teachers = Manifest.read(args.weights) if args.distil and spec.task == "classify" else None
         if args.distil and not teachers and ranks.main:
             print(f"{name}: --distil applies to classifiers; this segmenter trains on its masks alone")
+        if args.erased_normals and teachers:
+            raise SystemExit(f"{name}: --erased-normals and --distil cannot be combined (the copies have no soft "
+                             "targets); choose one")
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None, augment=args.augment,
+                                     erased_normals=args.erased_normals,
                                      init=init, distil=teacher_id(teachers) if teachers else None,
                                      distil_weight=args.distil_weight if teachers else None,
                                      data=tuple(sorted({c.source for c in cases})),
                                      split_fingerprints=split.fingerprints)
         train, val = split_arrays(cases, split, spec, args.limit, progress=not quiet)
+        if config.erased_normals:
+            scans = len(train)
+            train = with_erased_normals(train, ErasureRecipe(config.erased_normals, seed=config.seed))
+            if ranks.main:
+                added = train.case_ids[scans:]
+                print(f"{name}: {sum(c.endswith(ERASED) for c in added)} lesion scans erased as normal, "
+                      f"{sum(c.endswith(DECOY) for c in added)} decoys")
         soft = None
         if teachers:
             if ranks.main:

@@ -231,7 +231,6 @@ def test_analyses_run_side_by_side_and_edits_never_queue_behind_them(tmp_path, m
     fns = {f.api_name: f for f in demo.fns.values() if f.api_name}
     analysis = fns["analyze"]
     assert analysis.concurrency_limit == ui.ANALYSES == 2
-    lanes = {f.concurrency_id for f in demo.fns.values() if f.api_name != "analyze" and f.concurrency_id}
     edits = [f for f in demo.fns.values() if f.concurrency_id == fns["export"].concurrency_id]
     assert len(edits) >= 7 and all(f.concurrency_limit == ui.EDITS for f in edits)
     assert fns["export"].concurrency_id != analysis.concurrency_id

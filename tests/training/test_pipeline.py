@@ -415,3 +415,18 @@ def test_ship_refuses_weights_that_overflow_fp16(world, tmp_path):
     torch.save({"model": state, "epoch": 2, "score": old["val_score"] + 0.01, "config": old["train_config"]},
                tmp_path / "runs" / "unet_lite0" / "best.pt")
     assert weights.ship("unet_lite0", tmp_path / "runs", copy)
+
+
+def test_training_with_erased_normals_records_the_recipe_and_refuses_distillation(world, tmp_path, capsys):
+    _, data, split_path, _, wdir = world
+    runs = tmp_path / "runs"
+    argv = ["--models", "efficientnet_lite0", "--data", *map(str, data), "--split", str(split_path), "--runs",
+            str(runs), "--epochs", "1", "--batch-size", "8", "--erased-normals", "0.5"]
+    assert train.main(argv) == 0
+    import re
+    erased, decoys = map(int, re.search(r"(\d+) lesion scans erased as normal, (\d+) decoys", capsys.readouterr().out).groups())
+    assert erased > 0 and decoys == erased
+    out = weights.ship("efficientnet_lite0", runs, tmp_path / "w", force=True)
+    assert out and "--erased-normals 0.5" in weights.Manifest.read(tmp_path / "w").models["efficientnet_lite0"]["command"]
+    with pytest.raises(SystemExit, match="cannot be combined"):
+        train.main([*argv, "--distil", "--weights", str(wdir), "--fresh"])

@@ -33,7 +33,7 @@ from models.inference.ensemble import run_model, softmax  # noqa: E402
 from models.preprocess import decode_cases  # noqa: E402
 from models.training.metrics import classification_metrics  # noqa: E402
 from models.weights import MANIFEST, Manifest  # noqa: E402
-from models.zoo import build_model, get_spec  # noqa: E402
+from models.zoo import build_model, get_spec, load_state_file  # noqa: E402
 
 NORMAL, MALIGNANT = CLASSES.index("normal"), CLASSES.index("malignant")
 KEEP = 0.95  # the share of the training source's validation lesions kept under the normal threshold
@@ -46,7 +46,7 @@ def load(model: str, folder: Path) -> torch.nn.Module:
     if not checkpoint.is_file():
         raise SystemExit(f"{folder}: neither a weights folder ({MANIFEST}) nor a run with {model}/best.pt")
     net = build_model(model, init=None)
-    net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"], strict=True)
+    load_state_file(net, checkpoint)
     return net.eval()
 
 

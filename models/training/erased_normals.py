@@ -48,6 +48,11 @@ def dilated(mask: np.ndarray, recipe: ErasureRecipe) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))).astype(bool)
 
 
+def ring(region: np.ndarray) -> np.ndarray:
+    """The tissue just around ``region`` (7 px wide), whose brightness the replacement is matched to."""
+    return cv2.dilate(region.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~region
+
+
 def blend(image: np.ndarray, region: np.ndarray, donor: np.ndarray, recipe: ErasureRecipe) -> np.ndarray | None:
     """``image`` with ``region`` replaced by ``donor``'s tissue at the same place, or None for a region too small.
 
@@ -56,14 +61,12 @@ def blend(image: np.ndarray, region: np.ndarray, donor: np.ndarray, recipe: Eras
     the seam follows the scan's own brightness and nothing outside the region changes. (OpenCV's Poisson
     blending, tried first, left a lesion of 40 on tissue of 150 at 107.)
     """
-    if region.sum() < 4:
-        return None
-    ring = cv2.dilate(region.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~region
-    if not ring.any():
+    around = ring(region)
+    if region.sum() < 4 or not around.any():
         return None
     src, dst = donor.astype(np.float32), image.astype(np.float32)
-    gain = dst[ring].std() / max(float(src[ring].std()), 1.0)
-    matched = (src - src[ring].mean()) * gain + dst[ring].mean()
+    gain = dst[around].std() / max(float(src[around].std()), 1.0)
+    matched = (src - src[around].mean()) * gain + dst[around].mean()
     half = max(1, int(round(recipe.margin * max(image.shape) / 4)))  # half the margin, as a radius
     core = cv2.erode(region.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half + 1,) * 2))
     alpha = cv2.GaussianBlur(core.astype(np.float32), (0, 0), half / 2) * region
@@ -74,9 +77,8 @@ def pick_donor(arrays: CaseArrays, k: int, region: np.ndarray, rng: np.random.Ge
                ) -> int | None:
     """Another training scan with no lesion in ``region`` whose tissue there is closest in brightness to the
     ring around ``region`` in scan ``k`` (so that the blend does not paint a dark, cyst-like patch)."""
-    image = arrays.images[k]
-    ring = cv2.dilate(region.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~region
-    target = float(image[ring].mean()) if ring.any() else float(image.mean())
+    image, around = arrays.images[k], ring(region)
+    target = float(image[around].mean()) if around.any() else float(image.mean())
     best = None
     for j in rng.choice(len(arrays), size=min(recipe.donors, len(arrays)), replace=False):
         if j == k or (arrays.masks[j] & region).any():

@@ -262,7 +262,6 @@ def test_an_export_whose_mask_no_longer_fits_its_scan_is_reported_not_read(tmp_p
     assert read.problems[0].message == "mask and scan differ in size; save the case again"
 
 
-
 def test_an_export_whose_scan_no_longer_reads_is_reported_and_the_others_are_read(tmp_path):
     """A scan file broken in its revision and its view is that case's ``unreadable`` problem, naming the file and
     what to do; the cases after it are still read, an annotator left blank reads as blank."""
@@ -278,6 +277,7 @@ def test_an_export_whose_scan_no_longer_reads_is_reported_and_the_others_are_rea
     assert read.problems[0].message.endswith("; save the case again from the app")
     assert sorted(c.case_id for c in read.cases) == sorted(f"sonomark/{c.case_id}" for c in cases if c is not broken)
     assert {c.meta["annotator"] for c in read.cases} == {""}
+
 
 SAVING_FOREVER = """
 import sys

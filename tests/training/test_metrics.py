@@ -54,7 +54,6 @@ def test_macro_f1_can_average_over_present_classes_only():
     assert m.scores["accuracy"].value == pytest.approx(0.75)
 
 
-
 def test_the_intervals_average_over_the_same_classes_as_the_estimate():
     """BUS-BRA has no normal scans, yet lesions called normal happen across sites: the bootstrap's macro-F1 must
     average over benign and malignant like the estimate, not over every class predicted (found by mutation)."""
@@ -64,6 +63,7 @@ def test_the_intervals_average_over_the_same_classes_as_the_estimate():
     f1 = classification_metrics(y, p, n_boot=200, seed=0).scores["macro_f1"]
     assert f1.value == pytest.approx(2 * 0.9 / 1.9)  # each class: precision 1, recall 0.9
     assert f1.low <= f1.value <= f1.high and f1.low > 0.8  # over three classes it would be about 0.63
+
 
 def test_intervals_bracket_the_estimate_and_are_seeded():
     rng = np.random.default_rng(0)
@@ -225,7 +225,6 @@ def test_review_flag_intervals_resample_the_groups_they_are_given():
     assert grouped == review_flag_metrics(correct, flagged, groups=groups, n_boot=300, seed=1)
     with pytest.raises(ValueError, match="outcomes for"):
         review_flag_metrics([True, False], [True])
-
 
 
 def test_review_flag_intervals_are_seeded():

@@ -1,5 +1,6 @@
 """Train -> ship -> verify -> calibrate -> evaluate on a small synthetic dataset."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -423,7 +424,6 @@ def test_training_with_erased_normals_records_the_recipe_and_refuses_distillatio
     argv = ["--models", "efficientnet_lite0", "--data", *map(str, data), "--split", str(split_path), "--runs",
             str(runs), "--epochs", "1", "--batch-size", "8", "--erased-normals", "0.5"]
     assert train.main(argv) == 0
-    import re
     erased, decoys = map(int, re.search(r"(\d+) lesion scans erased as normal, (\d+) decoys", capsys.readouterr().out).groups())
     assert erased > 0 and decoys == erased
     out = weights.ship("efficientnet_lite0", runs, tmp_path / "w", force=True)

@@ -24,7 +24,7 @@ COMMANDS: dict[str, Command] = {
     "audit": Command("models.data.audit", "main", "audit the datasets (defects, near-duplicates); writes reports/audit.*"),
     "splits": Command("models.data.splits", "main", "make or check the fixed, grouped train/val/test split"),
     "train": Command("models.training.train", "main", "train registered models (resumable checkpoints in runs/)"),
-    "ship": Command("models.weights", "ship_main", "export trained models as fp16 weights if they beat the shipped ones"),
+    "ship": Command("models.training.shipping", "main", "export trained models as fp16 weights if they beat the shipped ones"),
     "verify": Command("models.weights", "verify_main", "check every shipped weights file against the manifest"),
     "calibrate": Command("models.training.calibrate", "main",
                          "fit temperatures, ensemble weights and the mask threshold on validation"),

@@ -155,23 +155,36 @@ def training_command(name: str, config: dict) -> str:
     return " ".join(parts)
 
 
+def checkpoint_path(name: str, runs: Path, final: bool = False) -> Path:
+    """The run's checkpoint that shipping exports: ``best.pt``, or ``last.pt`` for ``final``."""
+    path = Path(runs) / name / ("last.pt" if final else "best.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained checkpoint; run `sonomark train --models {name}` first")
+    return path
+
+
 def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False, command: str = "",
-         final: bool = False) -> bool:
+         final: bool = False, scores: tuple[float, float] | None = None) -> bool:
     """Export ``runs/<name>/best.pt`` to fp16 safetensors if its validation score beats the shipped one.
 
     ``final``: the last epoch's weights (``last.pt``) instead, for a fixed schedule whose validation
     cases must not choose the epoch (``sonomark adapt`` fits the ensemble on them).
+    ``scores``: (candidate, shipped) measured now on the same validation cases (``sonomark ship`` does,
+    ``models.training.shipping``); without them the recorded scores are compared, which another run's
+    sources or an older version of the code may have measured.
     """
-    best = Path(runs) / name / ("last.pt" if final else "best.pt")
-    if not best.is_file():
-        raise FileNotFoundError(f"{best}: no trained checkpoint; run `sonomark train --models {name}` first")
+    best = checkpoint_path(name, runs, final)
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     if final:
         ckpt = {**ckpt, "epoch": ckpt["state"]["epoch"], "score": ckpt["state"]["logs"][-1]["score"]}
+    if scores is not None:
+        ckpt = {**ckpt, "score": scores[0]}
     manifest = Manifest.read(folder)
     old = manifest.models.get(name)
-    if old and not force and old["val_score"] >= ckpt["score"]:
-        print(f"{name}: validation score {ckpt['score']:.4f} does not beat the shipped {old['val_score']:.4f}; kept")
+    shipped_score = old["val_score"] if old and scores is None else scores[1] if old else None
+    if old and not force and shipped_score >= ckpt["score"]:
+        print(f"{name}: validation score {ckpt['score']:.4f} does not beat the shipped {shipped_score:.4f}"
+              f"{' (both measured now)' if scores else ' (as recorded)'}; kept")
         return False
     spec = get_spec(name)
     path = Path(folder) / spec.weights_file
@@ -211,28 +224,6 @@ def retire(name: str, folder: Path = WEIGHTS_DIR) -> None:
     manifest.write()
     (Path(folder) / entry["file"]).unlink(missing_ok=True)
     print(f"{name}: retired from {folder} (removed {entry['file']}); run `sonomark calibrate` before using the ensemble")
-
-
-def ship_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="sonomark ship", description=ship.__doc__.split("\n")[0])
-    ap.add_argument("names", nargs="*", metavar="NAME",
-                    help=f"registered models: {', '.join(REGISTRY)}")
-    ap.add_argument("--retire", nargs="+", default=[], metavar="NAME",
-                    help="remove these shipped models (and their files) from the weights folder instead")
-    ap.add_argument("--runs", type=Path, default=Path(os.environ.get("SONOMARK_RUNS", REPO / "runs")))
-    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="the weights folder (default: %(default)s)")
-    ap.add_argument("--force", action="store_true", help="ship even if it does not beat the shipped weights")
-    args = ap.parse_args(argv)
-    if not args.names and not args.retire:
-        ap.error("name the models to ship, or --retire the ones to remove")
-    unknown = [n for n in args.names if n not in REGISTRY]
-    if unknown:  # checked here: argparse rejects an empty nargs="*" list that has choices
-        ap.error(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(REGISTRY)}")
-    for name in args.retire:
-        retire(name, args.weights)
-    for name in args.names:
-        ship(name, args.runs, args.weights, force=args.force)
-    return 0
 
 
 def verify_main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +51,12 @@ class DatasetEvaluation:
     segmentation: dict[str, SegmentationMetrics]
     weights: dict = field(default_factory=dict)  # Manifest.identity() of the weights evaluated
     review: dict[str, Interval] = field(default_factory=dict)  # does the ensemble's review flag single out errors
+    cases: dict[str, CaseOutput] = field(default_factory=dict)  # case id -> the ensemble's answer on it
 
     def to_json(self) -> dict:
         return {"split": self.split, "fingerprint": self.fingerprint, "n_cases": self.n_cases, "weights": self.weights,
                 "review": {k: v.__dict__ for k, v in self.review.items()},
+                "cases": {k: asdict(v) for k, v in self.cases.items()},
                 "classification": {k: v.to_json() for k, v in self.classification.items()},
                 "segmentation": {k: v.to_json() for k, v in self.segmentation.items()}}
 
@@ -68,12 +70,35 @@ class DatasetEvaluation:
         return out
 
 
+@dataclass(frozen=True)
+class CaseOutput:
+    """The ensemble's answer on one case, as recorded in ``metrics.json``: so that a run on a few of the cases
+    can show the code and weights still give the recorded numbers (``tests/zoo``) without redoing them all."""
+    probs: list[float] | None  # calibrated, in CLASSES order (4 decimals)
+    mask_share: float | None  # the scan's area in the ensemble's mask
+    dice: float | None  # against the truth, lesion scans only
+
+
+def case_outputs(preds: CasePredictions, fused: np.ndarray | None, masks: list[np.ndarray] | None,
+                 truths: list[np.ndarray] | None) -> dict[str, CaseOutput]:
+    out = {}
+    for i, case_id in enumerate(preds.case_ids):
+        probs = [round(float(p), 4) for p in fused[i]] if fused is not None else None
+        share = dice = None
+        if masks is not None:
+            share = round(float(masks[i].mean()), 6)
+            dice = round(float(dice_iou(masks[i], truths[i])[0]), 4) if truths[i].any() else None
+        out[case_id] = CaseOutput(probs, share, dice)
+    return out
+
+
 def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, split: str, fingerprint: str,
                      n_boot: int = 1000, seg_threshold_per_model: float = 0.5) -> DatasetEvaluation:
     y = [CLASSES[k] for k in preds.labels]
     present = [c for c in CLASSES if c in set(y)]
     groups = list(preds.groups)
     cls: dict[str, ClassificationMetrics] = {}
+    fused = truths = fused_masks = None
     if preds.logits:
         per_model, fused = fusion.classify(preds.logits)
         for name, probs in {**per_model, ENSEMBLE: fused}.items():
@@ -86,12 +111,15 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
             t = fusion.threshold if name == ENSEMBLE else seg_threshold_per_model
             masks = [resize_map(p, m.shape) > t for p, m in zip(prob, truths)]
             seg[name] = segmentation_metrics(masks, truths, groups=groups, n_boot=n_boot)
+            if name == ENSEMBLE:
+                fused_masks = masks
     review = {}
     if preds.logits:
         flagged = review_flags(preds, fusion, per_model, fused)
         correct = fused.argmax(axis=1) == preds.labels
         review = review_flag_metrics(correct, flagged, groups=groups, n_boot=n_boot)
-    return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg, review=review)
+    return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg, review=review,
+                             cases=case_outputs(preds, fused, fused_masks, truths))
 
 
 def review_flags(preds: CasePredictions, fusion: Fusion, per_model: dict[str, np.ndarray],

@@ -98,6 +98,15 @@ def test_calibrate_then_evaluate(world):
     assert set(busi["classification"]) == {"efficientnet_lite0", "ensemble"}
     assert set(busi["segmentation"]) == {"unet_lite0", "ensemble"}
     assert metrics["busbra"]["classification"]["ensemble"]["averaged_over"] == ["benign", "malignant"]
+    # every case's answer is recorded, and its Dice entries are the ensemble's per-lesion Dice
+    test_ids = {c.case_id for c in split.select(cases, "test") if c.source == "busi"}
+    assert set(busi["cases"]) == test_ids and len(test_ids) == busi["n_cases"]
+    answers = list(busi["cases"].values())
+    assert all(len(a["probs"]) == 3 and abs(sum(a["probs"]) - 1) < 1e-3 for a in answers)
+    assert [a["dice"] for a in answers if a["dice"] is not None] == pytest.approx(
+        busi["segmentation"]["ensemble"]["dice"], abs=1e-4)
+    assert all((busi["cases"][c.case_id]["dice"] is None) == (c.label == "normal") for c in cases if c.case_id in test_ids)
+    assert all(0 <= a["mask_share"] <= 1 for a in answers)
     card = (wdir / "README.md").read_text()
     assert "not a medical device" in card and "| efficientnet_lite0 |" in card and "| resnet18 |" in card
     assert "Floors: macro_f1" in card and busi["fingerprint"][:12] in card
@@ -430,3 +439,39 @@ def test_training_with_erased_normals_records_the_recipe_and_refuses_distillatio
     assert out and "--erased-normals 0.5" in weights.Manifest.read(tmp_path / "w").models["efficientnet_lite0"]["command"]
     with pytest.raises(SystemExit, match="cannot be combined"):
         train.main([*argv, "--distil", "--weights", str(wdir), "--fresh"])
+
+
+def test_ship_measures_the_candidate_and_the_shipped_weights_now_on_the_same_cases(world, tmp_path, capsys):
+    """A stale recorded score (another code, another run's sources) does not decide: the same weights as
+    the shipped ones are not shipped again however low the manifest's record, and a better run is."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from models.training import shipping
+    _, data, split_path, _, wdir = world
+    copy, runs = tmp_path / "w", tmp_path / "runs"
+    shutil.copytree(wdir, copy)
+    manifest = weights.Manifest.read(copy)
+    old = manifest.models["efficientnet_lite0"]
+    manifest.models["efficientnet_lite0"] = {**old, "val_score": -1.0}  # recorded long ago: any run would beat it
+    manifest.write()
+    (runs / "efficientnet_lite0").mkdir(parents=True)
+    same = {k: v.float() for k, v in load_file(copy / "efficientnet_lite0.safetensors").items()}
+    torch.save({"model": same, "epoch": 1, "score": 0.99, "config": old["train_config"]},
+               runs / "efficientnet_lite0" / "best.pt")
+    argv = ["efficientnet_lite0", "--runs", str(runs), "--weights", str(copy), "--data", *map(str, data),
+            "--split", str(split_path), "--quiet"]
+    assert shipping.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "does not beat the shipped" in out and "(both measured now)" in out
+    measured = re.search(r"candidate ([\d.]+), shipped ([\d.]+) \(recorded -1.0000\)", out)
+    assert measured and measured[1] == measured[2]
+    assert weights.Manifest.read(copy).models["efficientnet_lite0"]["sha256"] == old["sha256"]
+    # without the shipped model's sources the measurement is refused, and names the way out
+    with pytest.raises(FileNotFoundError, match="--data, or --force"):
+        shipping.rescore("efficientnet_lite0", runs, copy, data[:1], split_path, progress=False)
+    # the measured scores decide, and the candidate's is recorded
+    assert not weights.ship("efficientnet_lite0", runs, copy, scores=(0.5, 0.6))
+    assert weights.ship("efficientnet_lite0", runs, copy, scores=(0.6, 0.5))
+    assert weights.Manifest.read(copy).models["efficientnet_lite0"]["val_score"] == 0.6

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from models import weights, zoo
+from models.training import shipping
 from tests.inference.test_analysis import ship_random
 
 
@@ -51,7 +52,7 @@ def test_a_member_dropped_from_the_registry_is_named_and_can_be_retired(copy):
     (copy / "vgg19_bn.safetensors").write_bytes((copy / "resnet18.safetensors").read_bytes())
     with pytest.raises(weights.WeightsError, match="no longer a registered model.*--retire vgg19_bn"):
         weights.Manifest.read(copy).verify("vgg19_bn")
-    assert weights.ship_main(["--retire", "vgg19_bn", "--weights", str(copy)]) == 0
+    assert shipping.main(["--retire", "vgg19_bn", "--weights", str(copy)]) == 0
     after = weights.Manifest.read(copy)
     assert after.shipped() == ["resnet18", "unet_lite0"] and "fitted" not in after.ensemble
     assert not (copy / "vgg19_bn.safetensors").exists() and (copy / "resnet18.safetensors").is_file()

@@ -5,7 +5,7 @@ its calibration (temperature; activation ranges for a member run int8), its vali
 training command; and, for the ensemble, the combination weights and the segmentation threshold fitted on validation.
 Loading verifies every checksum and that the registry still describes the weights.
 
-    sonomark ship NAME...   # export runs/NAME/best.pt if it beats the shipped one
+    sonomark ship NAME...   # export runs/NAME/best.pt if it beats the shipped one (models/training/shipping.py)
     sonomark verify         # check every file against the manifest
 """
 from __future__ import annotations
@@ -163,6 +163,17 @@ def checkpoint_path(name: str, runs: Path, final: bool = False) -> Path:
     return path
 
 
+def fp16_state(state: dict, source: Path) -> dict:
+    """``state`` as it ships: floating tensors in fp16; a value fp16 cannot hold is an error naming ``source``."""
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    overflow = [k for k, v in half.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if overflow:  # e.g. a batch norm's running variance above 65504: the shipped model would give nonsense
+        raise WeightsError(f"{source}: {', '.join(overflow[:3])}{' ...' if len(overflow) > 3 else ''} do not fit fp16 "
+                           "(values beyond 65504, or already inf/nan); nothing shipped. Rescale what feeds them "
+                           "(see VGG19_UNET_CENTER_SCALE in models/zoo.py) and train again")
+    return half
+
+
 def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False, command: str = "",
          final: bool = False, scores: tuple[float, float] | None = None) -> bool:
     """Export ``runs/<name>/best.pt`` to fp16 safetensors if its validation score beats the shipped one.
@@ -194,12 +205,7 @@ def ship(name: str, runs: Path, folder: Path = WEIGHTS_DIR, force: bool = False,
         # fine-tuned from the weights it replaces (--init shipped): name them by checksum, as the file is overwritten
         config["init"] = "shipped"
         config["init_sha256"], config["init_command"] = old["sha256"], old.get("command", "")
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in ckpt["model"].items()}
-    overflow = [k for k, v in half.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if overflow:  # e.g. a batch norm's running variance above 65504: the shipped model would give nonsense
-        raise WeightsError(f"{best}: {', '.join(overflow[:3])}{' ...' if len(overflow) > 3 else ''} do not fit fp16 "
-                           "(values beyond 65504, or already inf/nan); nothing shipped. Rescale what feeds them "
-                           "(see VGG19_UNET_CENTER_SCALE in models/zoo.py) and train again")
+    half = fp16_state(ckpt["model"], best)
     save_file(half, str(path), metadata={"model": name, "format": "sonomark-fp16"})
     manifest.models[name] = {
         "task": spec.task, "arch": spec.arch, "init": spec.init, "file": spec.weights_file,

@@ -74,7 +74,7 @@ class DatasetEvaluation:
 class CaseOutput:
     """The ensemble's answer on one case, as recorded in ``metrics.json``: so that a run on a few of the cases
     can show the code and weights still give the recorded numbers (``tests/zoo``) without redoing them all."""
-    probs: list[float] | None  # calibrated, in CLASSES order (4 decimals)
+    probs: list[float] | None  # calibrated, in CLASSES order (6 decimals: ties would move an AUC)
     mask_share: float | None  # the scan's area in the ensemble's mask
     dice: float | None  # against the truth, lesion scans only
 
@@ -83,7 +83,7 @@ def case_outputs(preds: CasePredictions, fused: np.ndarray | None, masks: list[n
                  truths: list[np.ndarray] | None) -> dict[str, CaseOutput]:
     out = {}
     for i, case_id in enumerate(preds.case_ids):
-        probs = [round(float(p), 4) for p in fused[i]] if fused is not None else None
+        probs = [round(float(p), 6) for p in fused[i]] if fused is not None else None
         share = dice = None
         if masks is not None:
             share = round(float(masks[i].mean()), 6)

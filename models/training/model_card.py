@@ -54,7 +54,8 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
         else:
             lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {spec.input_size} px | not shipped yet | | | |")
     lines += ["", "Validation score: mean over datasets of macro-F1 (classifiers) or of lesion Dice at the model's "
-              "input size (segmenters). Temperatures, ensemble weights and the mask threshold are fitted on the "
+              "input size (segmenters), as measured when shipped (since `sonomark ship` measures it: in fp16, on the "
+              "validation cases of the sources the model was trained on); the epoch is its run's best. Temperatures, ensemble weights and the mask threshold are fitted on the "
               "validation split (`sonomark calibrate`): " + json.dumps(
                   {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold") if k in fitted}), ""]
     int8 = [n + (f" (the nodes under `{REGISTRY[n].int8_scope}` only; the rest in fp32)"

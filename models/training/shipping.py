@@ -16,31 +16,34 @@ import torch
 
 from models.data.paths import REPO
 from models.data.sources import DEFAULT_DATA_DIR
-from models.data.splits import DEFAULT_SPLIT, load_verified
+from models.data.splits import DEFAULT_SPLIT, EXPORT_SOURCES, load_verified
 from models.preprocess import decode_cases
 from models.training.train import RunConfig, class_weights, validate
-from models.weights import WEIGHTS_DIR, Manifest, checkpoint_path, retire, ship
+from models.weights import WEIGHTS_DIR, Manifest, checkpoint_path, fp16_state, retire, ship
 from models.zoo import REGISTRY, build_model, get_spec
 
 
-def as_shipped(name: str, state: dict) -> torch.nn.Module:
+def as_shipped(name: str, state: dict, source: Path) -> torch.nn.Module:
     """``name`` with ``state`` rounded to fp16 and back, as it would run once shipped."""
     model = build_model(name, init=None)
     own = model.state_dict()
-    model.load_state_dict({k: (v.half() if v.is_floating_point() else v).to(own[k].dtype) for k, v in state.items()})
+    model.load_state_dict({k: v.to(own[k].dtype if k in own else v.dtype) for k, v in fp16_state(state, source).items()})
     return model.eval()
 
 
 def rescore(name: str, runs: Path, folder: Path, data_dirs, split_path: Path = DEFAULT_SPLIT,
-            progress: bool = True) -> tuple[float, float] | None:
-    """(candidate, shipped) validation scores on the same cases, now; None when nothing is shipped as ``name``."""
+            progress: bool = True, loaded: tuple | None = None) -> tuple[float, float] | None:
+    """(candidate, shipped) validation scores on the same cases, now; None when nothing is shipped as ``name``.
+    ``loaded``: ``load_verified``'s answer for ``data_dirs``, when the caller has it."""
     manifest = Manifest.read(folder)
     old = manifest.models.get(name)
     if not old:
         return None
-    candidate = torch.load(checkpoint_path(name, runs), map_location="cpu", weights_only=False)["model"]
-    split, cases = load_verified(data_dirs, split_path, progress=progress)
-    sources = set(old.get("train_config", {}).get("data") or {c.source for c in cases})
+    path = checkpoint_path(name, runs)
+    candidate = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    split, cases = loaded or load_verified(data_dirs, split_path, progress=progress)
+    # annotation exports never hold validation cases (``place_exports``)
+    sources = set(old.get("train_config", {}).get("data") or {c.source for c in cases}) - set(EXPORT_SOURCES)
     missing = sources - {c.source for c in cases}
     if missing:
         raise FileNotFoundError(f"{name}: the shipped weights were trained on {', '.join(sorted(missing))} too, "
@@ -52,7 +55,7 @@ def rescore(name: str, runs: Path, folder: Path, data_dirs, split_path: Path = D
     config = RunConfig.for_model(spec, "cpu", bf16=False)
     weights = class_weights(val.labels)
     scores = []
-    for model in (as_shipped(name, candidate), manifest.load(name)):
+    for model in (as_shipped(name, candidate, path), manifest.load(name)):
         with torch.no_grad():
             scores.append(validate(model, spec, val, config, weights)[1])
     print(f"{name}: validation score now, on {len(val)} {'/'.join(sorted(sources))} cases: "
@@ -82,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(REGISTRY)}")
     for name in args.retire:
         retire(name, args.weights)
+    loaded = None
     for name in args.names:
+        if not args.force and name in Manifest.read(args.weights).models and loaded is None:
+            loaded = load_verified(args.data, args.split, progress=not args.quiet)  # once for every model named
         scores = None if args.force else rescore(name, args.runs, args.weights, args.data, args.split,
-                                                 progress=not args.quiet)
+                                                 progress=not args.quiet, loaded=loaded)
         ship(name, args.runs, args.weights, force=args.force, scores=scores)
     return 0

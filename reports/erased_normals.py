@@ -1,10 +1,12 @@
-"""Does a classifier trained on one source with erased lesions as normal scans recognise another source's real
+"""Does a model trained on one source with erased lesions as normal scans recognise another source's real
 normal scans? (`models/training/erased_normals.py`; results in `reports/cross_site.md`.)
 
     python reports/erased_normals.py --model efficientnet_lite0 --source busbra \
         baseline=runs/without-busi erased=runs/en-without-busi control-ft=runs/ft-without-busi \
         erased-ft=runs/en-ft-without-busi
     python reports/erased_normals.py --model efficientnet_lite0 --source both shipped=weights erased-ft=runs/en-ft
+    python reports/erased_normals.py --model unet_lite0 --source busbra baseline=runs/seg-without-busi \
+        erased=runs/seg-en-without-busi
 
 Each ``label=folder`` is a weights folder with a manifest (the member as shipped there) or a training run
 folder (``<folder>/<model>/best.pt``). For the source it was trained on, the validation split; for the
@@ -13,6 +15,10 @@ recall and lesion recall at the argmax; macro-F1 (the training score's, over the
 median on each; malignant AUC among lesion scans. The argmax can stay "lesion" while p(normal) ranks well,
 so each row also shows the calls with a normal threshold set on the *training source's* validation lesions
 (the threshold under which 95% of them stay, the left-out source unseen).
+
+A segmenter (``--model unet_lite0``) gets its own rows: its masks at its input size, thresholded at 0.5 and
+cleaned as the analysis cleans them; mean and median lesion Dice, lesion scans left empty, and normal scans
+with a false lesion (any lesion pixel), with 95% group-bootstrap intervals.
 """
 from __future__ import annotations
 
@@ -30,8 +36,9 @@ from models.data.records import CLASSES  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.inference.ensemble import run_model, softmax  # noqa: E402
+from models.inference.postprocess import clean_mask  # noqa: E402
 from models.preprocess import decode_cases  # noqa: E402
-from models.training.metrics import classification_metrics  # noqa: E402
+from models.training.metrics import classification_metrics, segmentation_metrics  # noqa: E402
 from models.weights import MANIFEST, Manifest  # noqa: E402
 from models.zoo import build_model, get_spec, load_state_file  # noqa: E402
 
@@ -68,6 +75,22 @@ def row(label: str, split: str, probs: np.ndarray, y: np.ndarray, threshold: flo
             f"| {mal_auc:.3f} | {threshold:.3f}: {recalls(by_threshold)} |")
 
 
+def seg_row(label: str, split: str, probs: np.ndarray, arrays) -> str:
+    """A segmenter's row: its masks at its input size, thresholded at 0.5 and cleaned as the analysis does."""
+    masks = [clean_mask(p > 0.5) for p in probs]
+    m = segmentation_metrics(masks, list(arrays.masks), arrays.groups)
+    normal = int((~arrays.masks.reshape(len(arrays), -1).any(1)).sum())
+
+    def iv(key: str, pct: bool = False) -> str:
+        v = m.scores.get(key)
+        if v is None:
+            return "—"
+        f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.3f}")
+        return f"{f(v.value)} [{f(v.low)}, {f(v.high)}]"
+    return (f"| {label} | {split} | {len(arrays)} ({normal}) | {iv('dice_mean')} | {m.scores['dice_median'].value:.3f} "
+            f"| {iv('empty_rate', True)} | {iv('fp_image_rate', True)} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="efficientnet_lite0")
@@ -85,12 +108,21 @@ def main(argv: list[str] | None = None) -> int:
         own, wanted = (args.source, "val"), ((args.source, "val"), (other, "val"), (other, "test"))
     sets = {(s, name): decode_cases(split.select([c for c in cases if c.source == s], name), spec.input_size,
                                     split.groups, progress=False) for s, name in wanted}
-    print("| member | split | scans (normal) | macro-F1 | normal / lesion recall, argmax | AUC p(normal), normal vs lesion "
-          "| median p(normal): normal / lesion scans | malignant AUC, lesion scans "
-          f"| threshold ({KEEP:.0%} of {own[0]} val lesions under it): normal / lesion recall |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if spec.task == "segment":
+        print("| member | split | scans (normal) | mean lesion Dice | median | lesion scans left empty "
+              "| normal scans with a false lesion |")
+        print("|---|---|---|---|---|---|---|")
+    else:
+        print("| member | split | scans (normal) | macro-F1 | normal / lesion recall, argmax | AUC p(normal), normal vs "
+              "lesion | median p(normal): normal / lesion scans | malignant AUC, lesion scans "
+              f"| threshold ({KEEP:.0%} of {own[0]} val lesions under it): normal / lesion recall |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for label, folder in (m.split("=", 1) for m in args.members):
         net = load(args.model, REPO / folder)
+        if spec.task == "segment":
+            for key, a in sets.items():
+                print(seg_row(label, f"{key[0]} {key[1]}", run_model(net, spec, a.images), a), flush=True)
+            continue
         probs = {key: softmax(run_model(net, spec, a.images)) for key, a in sets.items()}
         threshold = float(np.quantile(probs[own][sets[own].labels != NORMAL, NORMAL], KEEP))
         for key, p in probs.items():

@@ -112,7 +112,7 @@ def choose_tool(session, tool, value, fill, contour, opacity, show_cam):
         session.tool = tool
     brush = tool == workspace.BRUSH
     if brush:
-        message = "Brush: paint on the active layer (one layer per lesion); the eraser and undo are in the editor."
+        message = "Brush: loading the lesion layers..."  # fill_editor says when they are there to paint on
     # the editor is shown first and given its layers after (``fill_editor``): a hidden ImageEditor that gets a
     # value and is shown in the same update draws an empty canvas (gradio 6.31)
     return (gr.update(visible=not brush, value=workspace.view(session, fill, contour, opacity, show_cam)),
@@ -121,9 +121,11 @@ def choose_tool(session, tool, value, fill, contour, opacity, show_cam):
 
 
 def fill_editor(session):
+    """The editor's layers, and only then the word to paint: a stroke drawn before they arrive is replaced."""
     if session is None or session.scan is None or session.tool != workspace.BRUSH:
-        return gr.update()
-    return workspace.editor_value(session)
+        return gr.update(), gr.update()
+    return (workspace.editor_value(session),
+            "Brush: paint on the active layer (one layer per lesion); the eraser and undo are in the editor.")
 
 
 @_shown
@@ -275,7 +277,7 @@ def review_tab(public: bool = False) -> tuple[gr.State, gr.State, list, list]:
                        **edit)
     canvas.select(canvas_click, [session, *view, tool], refresh, api_visibility="private", **edit)
     tool.change(choose_tool, [session, tool, editor, *view], [canvas, editor, lesion, measurements, status, session],
-                api_visibility="private", **edit).then(fill_editor, session, editor, api_visibility="private", **edit)
+                api_visibility="private", **edit).then(fill_editor, session, [editor, status], api_visibility="private", **edit)
     lesion.input(_canvas(workspace.pick), [session, *view, editor, lesion], [*refresh, editor],
                  api_visibility="private", **edit)
     for btn, action in ((undo, workspace.undo), (redo, workspace.redo), (new_lesion, workspace.new_lesion),

@@ -85,6 +85,8 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
 
         page.keyboard.press("e")  # the brush: the editor takes the canvas's place, with the lesion as its layer
         page.get_by_text("Layer 1").wait_for(timeout=30_000)
+        # said once the lesion layers have arrived: a stroke drawn before was replaced by them (lost once in CI)
+        page.get_by_text("paint on the active layer").wait_for(timeout=60_000)
         page.wait_for_timeout(3000)
         page.get_by_role("button", name="Brush", exact=True).click()
         # The editor's canvas is laid out (and the scan in it) before the stroke: under a loaded CI machine a

@@ -37,10 +37,13 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
         page.get_by_text("Uncertainty").wait_for(timeout=120_000)
         assert page.get_by_text("not a medical device").count() >= 1
         canvas = page.locator("#sm-canvas img").first
-        # the analysed scan arrives as a new image: wait until it is decoded and laid out, not just in the DOM
-        page.wait_for_function("() => { const i = document.querySelector('#sm-canvas img');"
-                               " return i && i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }",
-                               timeout=30_000)
+
+        def laid_out():  # the canvas's image decoded and laid out, not just in the DOM
+            page.wait_for_function("() => { const i = document.querySelector('#sm-canvas img'); return i &&"
+                                   " i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }",
+                                   timeout=30_000)
+
+        laid_out()  # the analysed scan arrives as a new image
         box = canvas.bounding_box()
         assert box["width"] >= 640, "the scan must be the largest thing on the screen"
         assert box["y"] + box["height"] <= 900, "the canvas must fit the screen without scrolling"
@@ -56,14 +59,15 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
         page.get_by_text("opposite corner").wait_for(timeout=30_000)
         # the first corner comes back drawn on a new image: a click while it is being swapped in was lost once
         # in CI (no box followed); click again only on the laid-out image
-        page.wait_for_function("() => { const i = document.querySelector('#sm-canvas img');"
-                               " return i && i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }",
-                               timeout=30_000)
+        laid_out()
         page.wait_for_timeout(1000)
         click(0.60, 0.65)
         page.get_by_text("Lesion 1: box").wait_for(timeout=120_000)  # the first prompt may wait for LiteMedSAM
         page.keyboard.press("f")
-        page.wait_for_timeout(500)
+        # the tool reaches the server and the canvas comes back redrawn: a click before was lost under load
+        page.get_by_text("Add (click).", exact=True).wait_for(timeout=30_000)
+        laid_out()
+        page.wait_for_timeout(1000)
         click(0.45, 0.47)
         page.get_by_text("box + 1 click").wait_for(timeout=30_000)
         page.keyboard.press("z")
@@ -103,6 +107,7 @@ def test_workspace_box_clicks_brush_and_keys_in_a_browser(server):
             page.mouse.move(cx - 150 + 8 * k, cy + 60, steps=2)
         page.mouse.up()
         page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "browser_brush_stroke.png"))  # what was painted, if revision 2 lacks it
         page.keyboard.press("s")
         page.get_by_text("revision 2 as malignant").wait_for(timeout=60_000)
         page.get_by_role("button", name="Export").click()

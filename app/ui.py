@@ -107,15 +107,20 @@ def choose_tool(session, tool, value, fill, contour, opacity, show_cam):
         return gr.update(), gr.update(), gr.update(), gr.update(), "Analyze a scan first.", session
     message = f"{tool}."
     with _one_at_a_time(session):
-        if session.tool == workspace.BRUSH and tool != workspace.BRUSH:
+        left_brush = session.tool == workspace.BRUSH and tool != workspace.BRUSH
+        if left_brush:
             message = workspace.from_editor(session, value)
         session.tool = tool
     brush = tool == workspace.BRUSH
     if brush:
         message = "Brush: loading the lesion layers..."  # fill_editor says when they are there to paint on
+    # The canvas is redrawn only when the brush's edits come back to it. Between canvas tools it is left as it
+    # is: a redraw computed before a quick click's result and sent after it showed the canvas without the click.
+    canvas = (gr.update(visible=True, value=workspace.view(session, fill, contour, opacity, show_cam)) if left_brush
+              else gr.update(visible=not brush))
     # the editor is shown first and given its layers after (``fill_editor``): a hidden ImageEditor that gets a
     # value and is shown in the same update draws an empty canvas (gradio 6.31)
-    return (gr.update(visible=not brush, value=workspace.view(session, fill, contour, opacity, show_cam)),
+    return (canvas,
             gr.update(visible=brush), gr.update(**workspace.lesion_choices(session)), workspace.measurements(session),
             message, session)
 

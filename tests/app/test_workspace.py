@@ -137,3 +137,22 @@ def test_buttons_in_brush_mode_act_on_what_was_painted_and_show_it(session):  # 
     assert np.array_equal(back, painted)  # undo brings back the painting, not the models' mask
     s.tool = workspace.BOX
     assert ui._canvas(workspace.undo)(s, True, True, 0.35, False, None)[-1] == ui.gr.update()
+
+
+def test_changing_tool_redraws_the_canvas_only_when_the_brush_hands_back_its_edits(session):  # noqa: F811
+    """Between canvas tools the canvas is not resent: a redraw computed before a quick click's result and
+    delivered after it would show the canvas without the click. Leaving the brush shows what was painted."""
+    from app import ui
+    s = opened(session)
+    s.tool = workspace.BOX
+    canvas, editor, *_, message, _ = ui.choose_tool(s, workspace.ADD, None, True, True, 0.35, False)
+    assert canvas == ui.gr.update(visible=True) and editor == ui.gr.update(visible=False)
+    assert message == f"{workspace.ADD}." and s.tool == workspace.ADD
+    canvas, editor, *_ = ui.choose_tool(s, workspace.BRUSH, None, True, True, 0.35, False)
+    assert canvas == ui.gr.update(visible=False) and editor == ui.gr.update(visible=True)
+    painted = np.zeros(s.scan.shape, bool)
+    painted[50:90, 60:120] = True
+    canvas, *_, message, _ = ui.choose_tool(s, workspace.BOX, editing.editor_value(s.scan.display, [painted]),
+                                            True, True, 0.35, False)
+    assert canvas["visible"] and canvas["value"] is not None and message == "Brush edits kept."
+    assert np.array_equal(workspace.state(s).lesions[0], painted)

@@ -81,23 +81,26 @@ def _canvas(action):
     @_shown
     @functools.wraps(action)
     def handler(session, fill, contour, opacity, show_cam, value, *args):
-        with _one_at_a_time(session):
+        with _one_at_a_time(session):  # what is shown is drawn under the lock too: see ``canvas_click``
             brush = session is not None and session.scan is not None and session.tool == workspace.BRUSH
             if brush:
                 workspace.from_editor(session, value)
             message = action(session, *args)
-        return (workspace.view(session, fill, contour, opacity, show_cam),
-                gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session,
-                workspace.editor_value(session) if brush else gr.update())
+            return (workspace.view(session, fill, contour, opacity, show_cam),
+                    gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message,
+                    session, workspace.editor_value(session) if brush else gr.update())
     return handler
 
 
 @_shown
 def canvas_click(session, fill, contour, opacity, show_cam, tool, evt: gr.SelectData):
+    # Edits of one session run concurrently (Gradio's concurrency is per event, not per session). Each draws
+    # the canvas under the session's lock, so the edit that changed the session last also draws last, and its
+    # canvas shows every edit (drawn outside the lock, a quick second click's canvas could lack the first).
     with _one_at_a_time(session):
         message = workspace.click(session, tool, evt.index)
-    return (workspace.view(session, fill, contour, opacity, show_cam),
-            gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session)
+        return (workspace.view(session, fill, contour, opacity, show_cam),
+                gr.update(**workspace.lesion_choices(session)), workspace.measurements(session), message, session)
 
 
 @_shown
@@ -106,18 +109,18 @@ def choose_tool(session, tool, value, fill, contour, opacity, show_cam):
     if session is None or session.scan is None:
         return gr.update(), gr.update(), gr.update(), gr.update(), "Analyze a scan first.", session
     message = f"{tool}."
+    brush = tool == workspace.BRUSH
     with _one_at_a_time(session):
-        left_brush = session.tool == workspace.BRUSH and tool != workspace.BRUSH
+        left_brush = session.tool == workspace.BRUSH and not brush
         if left_brush:
             message = workspace.from_editor(session, value)
         session.tool = tool
-    brush = tool == workspace.BRUSH
+        # The canvas is redrawn only when the brush's edits come back to it. Between canvas tools it is left as
+        # it is: a redraw sent after a quick click's result showed the canvas without the click.
+        canvas = (gr.update(visible=True, value=workspace.view(session, fill, contour, opacity, show_cam))
+                  if left_brush else gr.update(visible=not brush))
     if brush:
         message = "Brush: loading the lesion layers..."  # fill_editor says when they are there to paint on
-    # The canvas is redrawn only when the brush's edits come back to it. Between canvas tools it is left as it
-    # is: a redraw computed before a quick click's result and sent after it showed the canvas without the click.
-    canvas = (gr.update(visible=True, value=workspace.view(session, fill, contour, opacity, show_cam)) if left_brush
-              else gr.update(visible=not brush))
     # the editor is shown first and given its layers after (``fill_editor``): a hidden ImageEditor that gets a
     # value and is shown in the same update draws an empty canvas (gradio 6.31)
     return (canvas,

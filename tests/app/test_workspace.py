@@ -156,3 +156,23 @@ def test_changing_tool_redraws_the_canvas_only_when_the_brush_hands_back_its_edi
                                             True, True, 0.35, False)
     assert canvas["visible"] and canvas["value"] is not None and message == "Brush edits kept."
     assert np.array_equal(workspace.state(s).lesions[0], painted)
+
+
+def test_edits_draw_the_canvas_while_they_hold_the_session(session, monkeypatch):  # noqa: F811
+    """Edits of one session run concurrently: each draws its canvas under the session's lock, so the last
+    edit to change the session draws last and shows every edit."""
+    from app import ui
+    s = opened(session)
+    h, w = s.scan.shape
+    drawn, view = [], workspace.view
+    monkeypatch.setattr(workspace, "view", lambda *a, **k: drawn.append(s.lock._is_owned()) or view(*a, **k))
+
+    class Select:
+        index = at(s, w // 4, h // 4)
+
+    s.tool = workspace.BOX
+    ui.canvas_click(s, True, True, 0.35, False, workspace.BOX, Select())
+    ui._canvas(workspace.undo)(s, True, True, 0.35, False, None)
+    s.tool = workspace.BRUSH
+    ui.choose_tool(s, workspace.BOX, workspace.editor_value(s), True, True, 0.35, False)
+    assert drawn == [True, True, True]

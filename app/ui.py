@@ -81,7 +81,7 @@ def _canvas(action):
     @_shown
     @functools.wraps(action)
     def handler(session, fill, contour, opacity, show_cam, value, *args):
-        with _one_at_a_time(session):  # what is shown is drawn under the lock too: see ``canvas_click``
+        with _one_at_a_time(session):  # drawn under the lock too: see ``canvas_click``
             brush = session is not None and session.scan is not None and session.tool == workspace.BRUSH
             if brush:
                 workspace.from_editor(session, value)
@@ -95,8 +95,9 @@ def _canvas(action):
 @_shown
 def canvas_click(session, fill, contour, opacity, show_cam, tool, evt: gr.SelectData):
     # Edits of one session run concurrently (Gradio's concurrency is per event, not per session). Each draws
-    # the canvas under the session's lock, so the edit that changed the session last also draws last, and its
-    # canvas shows every edit (drawn outside the lock, a quick second click's canvas could lack the first).
+    # the canvas under the session's lock, so every canvas is a consistent snapshot and the last edit's shows
+    # every edit. Drawn outside it, a quick second click's canvas could lack the first. Replies are sent after
+    # the lock is released, so two of them can still arrive in either order; the window is that short.
     with _one_at_a_time(session):
         message = workspace.click(session, tool, evt.index)
         return (workspace.view(session, fill, contour, opacity, show_cam),
@@ -112,20 +113,20 @@ def choose_tool(session, tool, value, fill, contour, opacity, show_cam):
     brush = tool == workspace.BRUSH
     with _one_at_a_time(session):
         left_brush = session.tool == workspace.BRUSH and not brush
-        if left_brush:
-            message = workspace.from_editor(session, value)
         session.tool = tool
-        # The canvas is redrawn only when the brush's edits come back to it. Between canvas tools it is left as
-        # it is: a redraw sent after a quick click's result showed the canvas without the click.
-        canvas = (gr.update(visible=True, value=workspace.view(session, fill, contour, opacity, show_cam))
-                  if left_brush else gr.update(visible=not brush))
+        if left_brush:  # the brush's edits come back: the canvas, lesion list and measurements show them
+            message = workspace.from_editor(session, value)
+            canvas = gr.update(visible=True, value=workspace.view(session, fill, contour, opacity, show_cam))
+            lesions, sizes = gr.update(**workspace.lesion_choices(session)), workspace.measurements(session)
+        else:
+            # Nothing else changed, so nothing else is sent: a reply sent after a quick click's result
+            # replaced the click's canvas, lesion list and measurements with older ones.
+            canvas, lesions, sizes = gr.update(visible=not brush), gr.update(), gr.update()
     if brush:
         message = "Brush: loading the lesion layers..."  # fill_editor says when they are there to paint on
     # the editor is shown first and given its layers after (``fill_editor``): a hidden ImageEditor that gets a
     # value and is shown in the same update draws an empty canvas (gradio 6.31)
-    return (canvas,
-            gr.update(visible=brush), gr.update(**workspace.lesion_choices(session)), workspace.measurements(session),
-            message, session)
+    return canvas, gr.update(visible=brush), lesions, sizes, message, session
 
 
 def fill_editor(session):
@@ -146,15 +147,24 @@ def save_case(session, value, label, annotator):
 
 @_shown
 def explain(session, model, target, method, fill, contour, opacity):
-    review.cam_view(session, model, target, method, opacity)  # keeps the map in the session
-    return workspace.view(session, fill, contour, opacity, True), True, session
+    review.cam_view(session, model, target, method, opacity)  # keeps the map in the session; seconds: no lock
+    with _one_at_a_time(session):
+        return workspace.view(session, fill, contour, opacity, True), True, session
+
+
+@_shown
+def redraw(session, fill, contour, opacity, show_cam):
+    """The canvas after a view control (mask, contour, opacity, Grad-CAM) changed."""
+    with _one_at_a_time(session):
+        return workspace.view(session, fill, contour, opacity, show_cam), session
 
 
 @_shown
 def set_spacing(session, preset, typed, ruler_mm, fill, contour, opacity, show_cam):
-    message = workspace.set_spacing(session, workspace.presets(session), preset, typed, ruler_mm)
-    return (workspace.view(session, fill, contour, opacity, show_cam), workspace.measurements(session), message,
-            gr.update(choices=workspace.presets(session).names()), session)
+    with _one_at_a_time(session):
+        message = workspace.set_spacing(session, workspace.presets(session), preset, typed, ruler_mm)
+        return (workspace.view(session, fill, contour, opacity, show_cam), workspace.measurements(session), message,
+                gr.update(choices=workspace.presets(session).names()), session)
 
 
 @_shown
@@ -281,8 +291,7 @@ def review_tab(public: bool = False) -> tuple[gr.State, gr.State, list, list]:
     run.click(analyze, [upload, session, fill, contour, opacity, frame], outputs, api_name="analyze",
               concurrency_id="analysis", concurrency_limit=ANALYSES)
     for control in view:
-        control.change(_shown(_kept(workspace.view)), [session, *view], [canvas, session], api_visibility="private",
-                       **edit)
+        control.change(redraw, [session, *view], [canvas, session], api_visibility="private", **edit)
     canvas.select(canvas_click, [session, *view, tool], refresh, api_visibility="private", **edit)
     tool.change(choose_tool, [session, tool, editor, *view], [canvas, editor, lesion, measurements, status, session],
                 api_visibility="private", **edit).then(fill_editor, session, [editor, status], api_visibility="private", **edit)

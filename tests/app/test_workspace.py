@@ -140,32 +140,52 @@ def test_buttons_in_brush_mode_act_on_what_was_painted_and_show_it(session):  # 
 
 
 def test_changing_tool_redraws_the_canvas_only_when_the_brush_hands_back_its_edits(session):  # noqa: F811
-    """Between canvas tools the canvas is not resent: a redraw computed before a quick click's result and
-    delivered after it would show the canvas without the click. Leaving the brush shows what was painted."""
+    """Between canvas tools nothing but the tool changes, so nothing else is sent: a reply delivered after a
+    quick click's result would show the canvas, lesions and measurements without the click. Leaving the brush
+    shows what was painted."""
     from app import ui
     s = opened(session)
     s.tool = workspace.BOX
-    canvas, editor, *_, message, _ = ui.choose_tool(s, workspace.ADD, None, True, True, 0.35, False)
+    canvas, editor, lesions, sizes, message, _ = ui.choose_tool(s, workspace.ADD, None, True, True, 0.35, False)
     assert canvas == ui.gr.update(visible=True) and editor == ui.gr.update(visible=False)
+    assert lesions == sizes == ui.gr.update()
     assert message == f"{workspace.ADD}." and s.tool == workspace.ADD
     canvas, editor, *_ = ui.choose_tool(s, workspace.BRUSH, None, True, True, 0.35, False)
     assert canvas == ui.gr.update(visible=False) and editor == ui.gr.update(visible=True)
     painted = np.zeros(s.scan.shape, bool)
     painted[50:90, 60:120] = True
-    canvas, *_, message, _ = ui.choose_tool(s, workspace.BOX, editing.editor_value(s.scan.display, [painted]),
-                                            True, True, 0.35, False)
-    assert canvas["visible"] and canvas["value"] is not None and message == "Brush edits kept."
-    assert np.array_equal(workspace.state(s).lesions[0], painted)
+    canvas, _, lesions, sizes, message, _ = ui.choose_tool(
+        s, workspace.BOX, editing.editor_value(s.scan.display, [painted]), True, True, 0.35, False)
+    assert np.array_equal(workspace.state(s).lesions[0], painted) and message == "Brush edits kept."
+    assert canvas["visible"] and np.array_equal(canvas["value"], workspace.view(s, True, True, 0.35, False))
+    assert lesions["choices"] == workspace.lesion_choices(s)["choices"] and sizes == workspace.measurements(s)
+
+
+class Held:
+    """The session's lock, counting how deep it is held."""
+
+    def __init__(self, lock):
+        self.lock, self.depth = lock, 0
+
+    def __enter__(self):
+        self.lock.__enter__()
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        self.depth -= 1
+        return self.lock.__exit__(*exc)
 
 
 def test_edits_draw_the_canvas_while_they_hold_the_session(session, monkeypatch):  # noqa: F811
-    """Edits of one session run concurrently: each draws its canvas under the session's lock, so the last
-    edit to change the session draws last and shows every edit."""
+    """Edits of one session run concurrently: each draws its canvas under the session's lock, so every canvas
+    is a consistent snapshot and the last edit's shows every edit."""
     from app import ui
     s = opened(session)
     h, w = s.scan.shape
+    s.lock = held = Held(s.lock)
     drawn, view = [], workspace.view
-    monkeypatch.setattr(workspace, "view", lambda *a, **k: drawn.append(s.lock._is_owned()) or view(*a, **k))
+    monkeypatch.setattr(workspace, "view", lambda *a, **k: drawn.append(held.depth > 0) or view(*a, **k))
 
     class Select:
         index = at(s, w // 4, h // 4)
@@ -173,6 +193,8 @@ def test_edits_draw_the_canvas_while_they_hold_the_session(session, monkeypatch)
     s.tool = workspace.BOX
     ui.canvas_click(s, True, True, 0.35, False, workspace.BOX, Select())
     ui._canvas(workspace.undo)(s, True, True, 0.35, False, None)
+    ui.redraw(s, False, True, 0.35, False)  # a view control
+    ui.set_spacing(s, None, 0.1, None, True, True, 0.35, False)
     s.tool = workspace.BRUSH
     ui.choose_tool(s, workspace.BOX, workspace.editor_value(s), True, True, 0.35, False)
-    assert drawn == [True, True, True]
+    assert drawn == [True] * 5 and held.depth == 0

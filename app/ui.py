@@ -96,8 +96,7 @@ def _canvas(action):
 def canvas_click(session, fill, contour, opacity, show_cam, tool, evt: gr.SelectData):
     # Edits of one session run concurrently (Gradio's concurrency is per event, not per session). Each draws
     # the canvas under the session's lock, so every canvas is a consistent snapshot and the last edit's shows
-    # every edit. Drawn outside it, a quick second click's canvas could lack the first. Replies are sent after
-    # the lock is released, so two of them can still arrive in either order; the window is that short.
+    # every edit. Replies go out after the lock is released, so two can still arrive in either order.
     with _one_at_a_time(session):
         message = workspace.click(session, tool, evt.index)
         return (workspace.view(session, fill, contour, opacity, show_cam),

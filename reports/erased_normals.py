@@ -81,12 +81,11 @@ def seg_row(label: str, split: str, probs: np.ndarray, arrays) -> str:
     m = segmentation_metrics(masks, list(arrays.masks), arrays.groups)
     normal = int((~arrays.masks.reshape(len(arrays), -1).any(1)).sum())
 
-    def iv(key: str, pct: bool = False) -> str:
+    def iv(key: str, pct: bool = False) -> str:  # Interval's own text, or as percentages
         v = m.scores.get(key)
-        if v is None:
-            return "—"
-        f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.3f}")
-        return f"{f(v.value)} [{f(v.low)}, {f(v.high)}]"
+        if v is None or not pct:
+            return "—" if v is None else str(v)
+        return f"{100 * v.value:.1f}% [{100 * v.low:.1f}%, {100 * v.high:.1f}%]"
     return (f"| {label} | {split} | {len(arrays)} ({normal}) | {iv('dice_mean')} | {m.scores['dice_median'].value:.3f} "
             f"| {iv('empty_rate', True)} | {iv('fp_image_rate', True)} |")
 

@@ -7,6 +7,8 @@ normal scans? (`models/training/erased_normals.py`; results in `reports/cross_si
     python reports/erased_normals.py --model efficientnet_lite0 --source both shipped=weights erased-ft=runs/en-ft
     python reports/erased_normals.py --model unet_lite0 --source busbra baseline=runs/seg-without-busi \
         erased=runs/seg-en-without-busi
+    python reports/erased_normals.py --model efficientnet_lite0 efficientnet_lite1 --source busbra \
+        baseline=runs/without-busi erased=runs/en-without-busi
 
 Each ``label=folder`` is a weights folder with a manifest (the member as shipped there) or a training run
 folder (``<folder>/<model>/best.pt``). For the source it was trained on, the validation split; for the
@@ -15,6 +17,9 @@ recall and lesion recall at the argmax; macro-F1 (the training score's, over the
 median on each; malignant AUC among lesion scans. The argmax can stay "lesion" while p(normal) ranks well,
 so each row also shows the calls with a normal threshold set on the *training source's* validation lesions
 (the threshold under which 95% of them stay, the left-out source unseen).
+
+Several classifiers (``--model A B``) give one row per label: the mean of their softmax probabilities, an
+unweighted ensemble (a one-source ensemble cannot fit a normal weight on a source without normal scans).
 
 A segmenter (``--model unet_lite0``) gets its own rows: its masks at its input size, thresholded at 0.5 and
 cleaned as the analysis cleans them; mean and median lesion Dice, lesion scans left empty, and normal scans
@@ -92,12 +97,16 @@ def seg_row(label: str, split: str, probs: np.ndarray, arrays) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--model", nargs="+", default=["efficientnet_lite0"],
+                    help="one segmenter, or one or more classifiers (their probabilities averaged)")
     ap.add_argument("--source", required=True, choices=("busbra", "busi", "both"),
                     help="the source the members were trained on; both: in-domain, the two validation splits only")
     ap.add_argument("members", nargs="+", metavar="LABEL=FOLDER")
     args = ap.parse_args(argv)
-    spec = get_spec(args.model)
+    specs = [get_spec(m) for m in args.model]
+    if any(s.task == "segment" for s in specs) and len(specs) > 1:
+        raise SystemExit(f"--model {' '.join(args.model)}: one segmenter at a time, or classifiers only")
+    spec = specs[0]
     d = DEFAULT_DATA_DIR
     split, cases = load_verified([d / "Dataset_BUSI_with_GT", d / "BUSBRA"], DEFAULT_SPLIT, progress=False)
     if args.source == "both":  # in-domain: the threshold from BUS-BRA's validation lesions; no test split read
@@ -105,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         other = "busi" if args.source == "busbra" else "busbra"
         own, wanted = (args.source, "val"), ((args.source, "val"), (other, "val"), (other, "test"))
-    sets = {(s, name): decode_cases(split.select([c for c in cases if c.source == s], name), spec.input_size,
-                                    split.groups, progress=False) for s, name in wanted}
+    sizes = sorted({s.input_size for s in specs})
+    by_size = {size: {(s, name): decode_cases(split.select([c for c in cases if c.source == s], name), size,
+                                              split.groups, progress=False) for s, name in wanted} for size in sizes}
+    sets = by_size[spec.input_size]  # labels and masks are the same at every size
     if spec.task == "segment":
         print("| member | split | scans (normal) | mean lesion Dice | median | lesion scans left empty "
               "| normal scans with a false lesion |")
@@ -117,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
               f"| threshold ({KEEP:.0%} of {own[0]} val lesions under it): normal / lesion recall |")
         print("|---|---|---|---|---|---|---|---|---|")
     for label, folder in (m.split("=", 1) for m in args.members):
-        net = load(args.model, REPO / folder)
         if spec.task == "segment":
+            net = load(spec.name, REPO / folder)
             for key, a in sets.items():
                 print(seg_row(label, f"{key[0]} {key[1]}", run_model(net, spec, a.images), a), flush=True)
             continue
-        probs = {key: softmax(run_model(net, spec, a.images)) for key, a in sets.items()}
+        nets = [(s, load(s.name, REPO / folder)) for s in specs]
+        probs = {key: np.mean([softmax(run_model(net, s, by_size[s.input_size][key].images)) for s, net in nets], 0)
+                 for key in sets}
         threshold = float(np.quantile(probs[own][sets[own].labels != NORMAL, NORMAL], KEEP))
         for key, p in probs.items():
             print(row(label, f"{key[0]} {key[1]}", p, sets[key].labels, threshold), flush=True)

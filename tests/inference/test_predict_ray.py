@@ -33,11 +33,13 @@ def test_ray_engine_gives_the_local_runs_rows_and_masks(tmp_path):
             mb = np.asarray(Image.open(tmp_path / "ray" / b["mask_path"]))
             assert ma.shape == mb.shape and (ma != mb).mean() < 0.01
     assert "not_image" in next(r for r in remote if r["path"].endswith("broken.png"))["error"]
-    # resumed: the good rows are kept as they are; only the unreadable file is tried again
-    again = predict_ray(inputs, tmp_path / "ray", weights, workers=2, progress=False)
-    assert [r["path"] for r in again] == [r["path"] for r in remote]
-    assert read_rows(tmp_path / "ray" / "predictions.csv") == again
-    assert [r for r in again if not r["error"]] == [r for r in remote if not r["error"]]
+    # resumed without the unreadable file: every row is kept as it is, and nothing is left to run, so no
+    # cluster is started (the local engine's tests retry a failed file; both engines read the CSV the same way)
+    import ray
+    good = [p for p in inputs if p.name != "broken.png"]
+    again = predict_ray(good, tmp_path / "ray", weights, workers=2, progress=False)
+    assert not ray.is_initialized()
+    assert again == [r for r in remote if not r["error"]] == read_rows(tmp_path / "ray" / "predictions.csv")
 
 
 def test_without_ray_the_engine_says_how_to_install_it(tmp_path, monkeypatch, capsys):

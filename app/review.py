@@ -27,6 +27,7 @@ import numpy as np
 from models.annotation import editing, export
 from models.annotation.lesions import LesionMasks
 from models.data import CLASSES
+from models.inference import onnx_cache
 from models.inference.analysis import Analysis, Analyzer
 from models.inference.explain import heatmap_overlay
 from models.inference.measure import Measurements
@@ -99,6 +100,13 @@ def use_private_gradio_cache() -> None:
     """Point Gradio's file cache at this process's folder (before the Blocks are built). Gradio serves a file
     already in its cache as it is, so the export zip in a workspace is never copied to a shared place."""
     os.environ["GRADIO_TEMP_DIR"] = str(process_root())
+
+
+def keep_public_writes_in_process() -> None:
+    """A public server writes nothing outside its process folder: no ONNX graphs in the home folder
+    (``models.inference.onnx_cache``) unless the operator names a folder in SONOMARK_ONNX_CACHE."""
+    if is_public():
+        os.environ.setdefault(onnx_cache.ENV, onnx_cache.OFF)
 
 
 def _workspace_prefix(owner: str | None) -> str:

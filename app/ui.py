@@ -392,6 +392,7 @@ def explorer_tab(demo: gr.Blocks, data_dir: Path) -> None:
 def build(data_dir: Path = DEFAULT_DATA_DIR) -> gr.Blocks:
     public = review.is_public()
     review.use_private_gradio_cache()  # uploads and downloads in this process's folder, deleted with it
+    review.keep_public_writes_in_process()
     idle = review.idle_seconds()
     # Public: Gradio deletes cached uploads and downloads once they are older than the idle time.
     with gr.Blocks(title="SonoMark", delete_cache=(review.sweep_seconds(), int(idle)) if public else None) as demo:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from models.data import DEFAULT_DATA_DIR as SHARED_DATASETS
+from models.inference import onnx_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,6 +66,19 @@ def write_busbra(root: Path, patients: int = 10, per_patient: int = 2) -> Path:
         w.writeheader()
         w.writerows(folds)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_onnx_cache(tmp_path_factory):
+    """The suite never writes to the user's ONNX cache; its engines and servers share one of their own, as a
+    user's restarts do (``models.inference.onnx_cache``)."""
+    before = os.environ.get(onnx_cache.ENV)
+    os.environ[onnx_cache.ENV] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if before is None:
+        os.environ.pop(onnx_cache.ENV, None)
+    else:
+        os.environ[onnx_cache.ENV] = before
 
 
 @pytest.fixture

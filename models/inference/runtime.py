@@ -4,7 +4,8 @@ The analysis engine's forward passes go through a ``Runner``: a callable from th
 input ``(1, 3, S, S)`` to its raw output (classifier logits or segmenter lesion logits), both numpy.
 
 - ``onnxruntime`` (the default on the CPU): the PyTorch model, with its shipped weights, is exported
-  once to ONNX in memory and run by ONNX Runtime. With its graph optimizations (batch norm folded into
+  once to ONNX and run by ONNX Runtime; the graph is kept on disk for the next start
+  (``models.inference.onnx_cache``). With its graph optimizations (batch norm folded into
   convolutions, fused activations, blocked memory layouts) the registered networks took 1.5x (VGG19 in
   fp32) to 3.4x (DeepLabV3+) less time than the naive baseline's PyTorch eager stage on the 2-core CPU
   (``benchmarks/results/analysis_speed.json``); VGG19 in int8, 5x.
@@ -18,6 +19,7 @@ PyTorch stays the source of truth: training, evaluation and Grad-CAM use the PyT
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import warnings
 from typing import Callable, Mapping
@@ -26,9 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.inference import onnx_cache
 from models.inference.quantize import quantized
 from models.zoo import ModelSpec
 
+log = logging.getLogger(__name__)
 BACKENDS = ("onnxruntime", "torch")
 Runner = Callable[[np.ndarray], np.ndarray]
 OPSET = 17
@@ -84,10 +88,20 @@ def onnx_runner(model: nn.Module, spec: ModelSpec | int, int8_ranges: Mapping[st
     # Idle worker threads of one session otherwise spin and steal the cores from the next model:
     # six sessions in a row took 0.40 s with spinning, 0.23 s without.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    graph = onnx_bytes(model, spec)
-    if int8_ranges:
-        graph = quantized(graph, int8_ranges, None if isinstance(spec, int) else spec)
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    size = spec if isinstance(spec, int) else spec.input_size
+
+    def build() -> bytes:
+        graph = onnx_bytes(model, spec)
+        return quantized(graph, int8_ranges, None if isinstance(spec, int) else spec) if int8_ranges else graph
+
+    key = onnx_cache.graph_key(model, size, OPSET, int8_ranges)
+    try:
+        session = ort.InferenceSession(onnx_cache.cached_graph(key, build), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's errors derive from Exception alone (InvalidProtobuf, Fail, ...)
+        if not onnx_cache.forget(key):
+            raise
+        log.warning("ONNX cache: the stored graph %s was unusable (%s); exported it again", key, exc)
+        session = ort.InferenceSession(onnx_cache.cached_graph(key, build), options, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {"x": np.ascontiguousarray(x, np.float32)})[0]

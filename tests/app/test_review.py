@@ -254,3 +254,18 @@ def test_views_of_a_very_large_scan_are_drawn_at_display_size(engine, monkeypatc
     assert review.scan_view(small).shape == small.scan.display.shape
     review.close_session(s)
     review.close_session(small)
+
+
+def test_a_public_server_keeps_no_onnx_cache_in_the_home_folder_unless_the_operator_names_one(monkeypatch, tmp_path):
+    from models.inference import onnx_cache
+    monkeypatch.delenv(onnx_cache.ENV, raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("SONOMARK_PUBLIC", "0")
+    review.keep_public_writes_in_process()
+    assert onnx_cache.cache_dir() is not None  # locally, restarts reuse the graphs
+    monkeypatch.setenv("SONOMARK_PUBLIC", "1")
+    review.keep_public_writes_in_process()
+    assert onnx_cache.cache_dir() is None
+    monkeypatch.setenv(onnx_cache.ENV, str(tmp_path))
+    review.keep_public_writes_in_process()
+    assert onnx_cache.cache_dir() == tmp_path

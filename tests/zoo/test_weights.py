@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 
 import pytest
+import torch
 
 from models import weights, zoo
 from models.training import shipping
@@ -102,3 +103,25 @@ def test_verify_command_checks_every_file(copy, capsys):
     (copy / "resnet18.safetensors").write_bytes(b"x")
     with pytest.raises(weights.WeightsError, match="sha256"):
         weights.verify_main(["--weights", str(copy)])
+
+
+def test_loading_skips_random_init_yet_gives_the_file_s_values_and_nothing_left_on_meta(shipped):
+    from safetensors.torch import load_file
+    for name in ("resnet18", "unet_lite0"):
+        model = weights.Manifest.read(shipped).load(name)
+        state = load_file(shipped / f"{name}.safetensors")
+        tensors = dict(model.state_dict())
+        assert tensors.keys() == state.keys() and not any(t.is_meta for t in tensors.values())
+        assert all(torch.equal(tensors[k], v.to(tensors[k].dtype)) for k, v in state.items())
+
+
+def test_a_buffer_the_file_does_not_hold_is_built_for_real(shipped, monkeypatch):
+    real = weights.build_model
+
+    def with_constant(name, init=None):
+        model = real(name, init=init)
+        model.register_buffer("constant", torch.arange(3.0), persistent=False)  # made in __init__, not in the file
+        return model
+    monkeypatch.setattr(weights, "build_model", with_constant)
+    model = weights.Manifest.read(shipped).load("resnet18")
+    assert torch.equal(model.constant, torch.arange(3.0))

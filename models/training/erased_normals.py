@@ -3,9 +3,10 @@
 ``sonomark train --erased-normals SHARE``. Normal scans exist in BUSI alone (133, one scanner), and BUS-BRA
 has none, so the normal class learns what BUSI's normal scans look like rather than "no lesion"
 (`reports/cross_site.md`). Every lesion scan holds tissue of its own scanner, and its mask says where the
-lesion is. Of the training split's lesion scans, a share ``SHARE`` gives an erased copy:
-- its lesion, dilated by a margin, is replaced by the tissue at the same place in another training scan
-  that has no lesion there (same depth, similar brightness);
+lesion is. Of the training split's lesion scans (of the datasets ``--erased-from`` names, or all), a share
+``SHARE`` gives an erased copy:
+- its lesion, dilated by a margin, is replaced by the tissue at the same place in another training scan of
+  the same dataset that has no lesion there (same depth, similar brightness);
 - the donor's tissue is matched in brightness and spread to the tissue around the region, and faded in
   towards the region's edge, so that the seam follows the scan's own brightness;
 - the copy is labelled normal, with an empty mask.
@@ -18,6 +19,7 @@ proxy (`reports/cross_site.md`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -36,10 +38,18 @@ class ErasureRecipe:
     margin: float = 0.11  # the lesion is dilated by this share of the side before it is erased (25 px at 224)
     donors: int = 30  # candidate donor scans drawn per copy
     seed: int = 0
+    sources: tuple[str, ...] = ()  # the datasets whose lesion scans give copies and decoys; () for all
 
     def __post_init__(self) -> None:
         if not 0 < self.share <= 1:
             raise ValueError(f"--erased-normals {self.share}: give the share of lesion scans to erase, in (0, 1]")
+
+    def check_sources(self, present: Sequence[str]) -> None:
+        """Refuses ``--erased-from`` datasets the training split does not hold (a typo would erase nothing)."""
+        unknown = sorted(set(self.sources) - set(present))
+        if unknown:
+            raise ValueError(f"--erased-from {' '.join(unknown)}: not among the training split's datasets "
+                             f"({', '.join(sorted(set(present)))}); name those, or leave the flag out for all")
 
 
 def dilated(mask: np.ndarray, recipe: ErasureRecipe) -> np.ndarray:
@@ -73,14 +83,15 @@ def blend(image: np.ndarray, region: np.ndarray, donor: np.ndarray, recipe: Eras
     return np.clip(np.rint(dst * (1 - alpha) + matched * alpha), 0, 255).astype(np.uint8)
 
 
-def pick_donor(arrays: CaseArrays, k: int, region: np.ndarray, rng: np.random.Generator, recipe: ErasureRecipe
-               ) -> int | None:
-    """Another training scan with no lesion in ``region`` whose tissue there is closest in brightness to the
-    ring around ``region`` in scan ``k`` (so that the blend does not paint a dark, cyst-like patch)."""
+def pick_donor(arrays: CaseArrays, k: int, region: np.ndarray, rng: np.random.Generator, recipe: ErasureRecipe,
+               pool: np.ndarray) -> int | None:
+    """Another training scan of ``pool`` (scan ``k``'s dataset) with no lesion in ``region`` whose tissue there is
+    closest in brightness to the ring around ``region`` in scan ``k`` (so that the blend does not paint a dark,
+    cyst-like patch, nor another scanner's texture)."""
     image, around = arrays.images[k], ring(region)
     target = float(image[around].mean()) if around.any() else float(image.mean())
     best = None
-    for j in rng.choice(len(arrays), size=min(recipe.donors, len(arrays)), replace=False):
+    for j in rng.choice(pool, size=min(recipe.donors, len(pool)), replace=False):
         if j == k or (arrays.masks[j] & region).any():
             continue
         gap = abs(float(arrays.images[j][region].mean()) - target)
@@ -106,7 +117,10 @@ def decoy_region(region: np.ndarray, rng: np.random.Generator, step: int = 4) ->
 def synthesize(arrays: CaseArrays, recipe: ErasureRecipe) -> CaseArrays:
     """The erased copies and the decoys of ``arrays``' lesion scans (none of the originals)."""
     rng = np.random.default_rng(recipe.seed)
-    lesions = [k for k in range(len(arrays)) if arrays.masks[k].any()]
+    recipe.check_sources(arrays.sources)
+    lesions = [k for k in range(len(arrays)) if arrays.masks[k].any()
+               and (not recipe.sources or arrays.sources[k] in recipe.sources)]
+    pools = {s: np.flatnonzero(np.asarray(arrays.sources) == s) for s in set(arrays.sources)}
     wanted = int(round(recipe.share * len(lesions)))
     made: dict[str, list] = {ERASED: [], DECOY: []}
     # erased copies from a random share of the lesion scans; then decoys, as many, from all of them in a new order
@@ -119,7 +133,7 @@ def synthesize(arrays: CaseArrays, recipe: ErasureRecipe) -> CaseArrays:
                 region = decoy_region(region, rng)
                 if region is None:
                     continue
-            donor = pick_donor(arrays, k, region, rng, recipe)
+            donor = pick_donor(arrays, k, region, rng, recipe, pools[arrays.sources[k]])
             image = None if donor is None else blend(arrays.images[k], region, arrays.images[donor], recipe)
             if image is not None:
                 made[kind].append((k, image))

@@ -80,6 +80,7 @@ class RunConfig:
     distil_weight: float = 0.5
     augment: str = "standard"  # or "scanner": also models.training.augment.ScannerShift
     erased_normals: float = 0.0  # share of lesion scans also trained on erased, as normal (models.training.erased_normals)
+    erased_from: tuple[str, ...] = ()  # the datasets whose lesion scans are erased; () for all
 
     @classmethod
     def for_model(cls, spec: ModelSpec, device: str, **overrides) -> RunConfig:
@@ -490,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--erased-normals", type=float, metavar="SHARE",
                     help="also train on this share of the lesion scans with the lesion erased, labelled normal, and "
                          "as many decoys (models/training/erased_normals.py)")
+    ap.add_argument("--erased-from", nargs="+", metavar="DATASET",
+                    help="with --erased-normals: erase the lesion scans of these datasets only, e.g. busbra, the one "
+                         "without normal scans (default: all)")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
     ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
@@ -513,6 +517,9 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
         teachers = Manifest.read(args.weights) if args.distil and spec.task == "classify" else None
         if args.distil and not teachers and ranks.main:
             print(f"{name}: --distil applies to classifiers; this segmenter trains on its masks alone")
+        if args.erased_from and not args.erased_normals:
+            raise SystemExit(f"--erased-from {' '.join(args.erased_from)}: it chooses where --erased-normals erases; "
+                             "give --erased-normals SHARE too")
         if args.erased_normals and teachers:
             raise SystemExit(f"{name}: --erased-normals and --distil cannot be combined (the copies have no soft "
                              "targets); choose one")
@@ -520,6 +527,7 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None, augment=args.augment,
                                      erased_normals=args.erased_normals,
+                                     erased_from=tuple(sorted(args.erased_from)) if args.erased_from else None,
                                      init=init, distil=teacher_id(teachers) if teachers else None,
                                      distil_weight=args.distil_weight if teachers else None,
                                      data=tuple(sorted({c.source for c in cases})),
@@ -527,7 +535,11 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
         train, val = split_arrays(cases, split, spec, args.limit, progress=not quiet)
         if config.erased_normals:
             scans = len(train)
-            train = with_erased_normals(train, ErasureRecipe(config.erased_normals, seed=config.seed))
+            try:
+                recipe = ErasureRecipe(config.erased_normals, seed=config.seed, sources=tuple(config.erased_from))
+                train = with_erased_normals(train, recipe)
+            except ValueError as error:
+                raise SystemExit(f"{name}: {error}") from None
             if ranks.main:
                 added = train.case_ids[scans:]
                 print(f"{name}: {sum(c.endswith(ERASED) for c in added)} lesion scans erased as normal, "

@@ -4,6 +4,7 @@ import pytest
 
 from models.data.records import CLASSES
 from models.preprocess import CaseArrays
+from models.training import erased_normals
 from models.training.erased_normals import (DECOY, ERASED, ErasureRecipe, dilated, synthesize,
                                              with_erased_normals)
 from models.weights import training_command
@@ -12,7 +13,7 @@ NORMAL, BENIGN, MALIGNANT = (CLASSES.index(c) for c in ("normal", "benign", "mal
 SIZE = 64
 
 
-def scans(n=12, seed=0) -> CaseArrays:
+def scans(n=12, seed=0, sources=("busbra",)) -> CaseArrays:
     """Bright speckled tissue, each with a dark round lesion somewhere (the last two: normal scans)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:SIZE, :SIZE]
@@ -28,7 +29,7 @@ def scans(n=12, seed=0) -> CaseArrays:
         images[-1][masks[-1]] = 40
         labels.append(BENIGN if k % 2 else MALIGNANT)
     ids = tuple(f"bb/{k}" for k in range(n))
-    return CaseArrays(ids, ("busbra",) * n, tuple(f"g{k}" for k in range(n)), np.array(labels), np.stack(images),
+    return CaseArrays(ids, tuple(sources[k % len(sources)] for k in range(n)), tuple(f"g{k}" for k in range(n)), np.array(labels), np.stack(images),
                       np.stack(masks))
 
 
@@ -79,7 +80,36 @@ def test_a_share_outside_0_to_1_is_an_error_naming_the_flag(share):
         ErasureRecipe(share)
 
 
+def test_erased_from_takes_copies_and_decoys_from_those_datasets_and_donors_from_the_scans_own():
+    arrays = scans(24, sources=("busbra", "busi"))
+    extra = synthesize(arrays, ErasureRecipe(0.5, seed=1, sources=("busbra",)))
+    assert len(extra) and set(extra.sources) == {"busbra"}
+    assert sum(c.endswith(ERASED) for c in extra.case_ids) == 6  # half of busbra's 11 lesion scans, rounded
+    both = synthesize(arrays, ErasureRecipe(0.5, seed=1))
+    assert set(both.sources) == {"busbra", "busi"}
+
+
+def test_a_donor_is_a_scan_of_the_same_dataset(monkeypatch):
+    arrays, picked = scans(24, sources=("busbra", "busi")), []
+
+    def spy(arrays, k, *args):
+        picked.append((k, real(arrays, k, *args)))
+        return picked[-1][1]
+    real = erased_normals.pick_donor
+    monkeypatch.setattr(erased_normals, "pick_donor", spy)
+    synthesize(arrays, ErasureRecipe(1.0, seed=1))
+    assert len(picked) >= 20 and all(j is not None for _, j in picked)
+    assert all(arrays.sources[j] == arrays.sources[k] for k, j in picked)
+
+
+def test_erased_from_a_dataset_the_split_lacks_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="--erased-from busy.*busbra"):
+        synthesize(scans(), ErasureRecipe(0.5, sources=("busy",)))
+
+
 def test_the_recorded_command_repeats_the_flag():
+    assert training_command("efficientnet_lite0", {"epochs": 5, "erased_normals": 0.5, "erased_from": ["busbra"]}
+                            ).endswith("--erased-normals 0.5 --erased-from busbra")
     assert training_command("efficientnet_lite0", {"epochs": 5, "erased_normals": 0.5}).endswith(
         "--epochs 5 --erased-normals 0.5")
     assert "--erased-normals" not in training_command("efficientnet_lite0", {"epochs": 5, "erased_normals": 0.0})

@@ -74,7 +74,7 @@ class RunConfig:
     balance_sources: bool = False  # draw each dataset equally often per epoch (see source_sampler)
     data: tuple[str, ...] = ()
     split_fingerprints: dict[str, str] = field(default_factory=dict)
-    # distillation (classifiers): the teachers' weights (models.training.distil.teacher_id) and the share of the
+    # distillation: the teachers' weights (models.training.distil.teacher_id) and the share of the
     # loss their soft targets take, the labels' cross-entropy the rest
     distil: str | None = None
     distil_weight: float = 0.5
@@ -124,12 +124,20 @@ def seed_everything(seed: int) -> None:
 
 
 class AugmentedCases(Dataset):
-    """Scans (and masks) from ``CaseArrays`` with ultrasound-safe augmentation."""
+    """Scans (and masks) from ``CaseArrays`` with ultrasound-safe augmentation.
 
-    def __init__(self, arrays: CaseArrays, size: int, train: bool, augment: str = "standard"):
+    ``soft_maps`` ``(len(arrays), S, S)``, a segmenter's distillation targets: each is warped with its scan and
+    returned as the mask's second channel (float), the label's mask the first.
+    """
+
+    def __init__(self, arrays: CaseArrays, size: int, train: bool, augment: str = "standard",
+                 soft_maps: np.ndarray | None = None):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+        if soft_maps is not None and soft_maps.shape != arrays.masks.shape:
+            raise ValueError(f"soft maps of shape {soft_maps.shape} do not match the masks' {arrays.masks.shape}")
         self.arrays = arrays
+        self.soft_maps = soft_maps
         self.shift = ScannerShift() if train and augment == "scanner" else None
         self.transform = v2.Compose([
             v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8, 1.25), antialias=True),
@@ -151,7 +159,10 @@ class AugmentedCases(Dataset):
         """Case ``key``, or ``(case, seed)``: augmented from its own seed, whatever process draws it."""
         k, seed = key if isinstance(key, tuple) else (key, None)
         image = tv_tensors.Image(torch.from_numpy(self.arrays.images[k])[None])
-        mask = tv_tensors.Mask(torch.from_numpy(self.arrays.masks[k])[None].to(torch.uint8))
+        mask = torch.from_numpy(self.arrays.masks[k])[None].to(torch.uint8)
+        if self.soft_maps is not None:
+            mask = torch.cat([mask.float(), torch.from_numpy(self.soft_maps[k])[None].float()])
+        mask = tv_tensors.Mask(mask)
         if seed is None:
             image, mask = self._augment(image, mask)
         else:
@@ -301,7 +312,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
                 deadline: float | None = None, ranks: Ranks = SINGLE, soft: np.ndarray | None = None) -> list[EpochLog]:
     """Train (or resume) one model; returns every epoch's log. ``best.pt`` holds the best weights.
 
-    ``soft``: the teachers' probabilities ``(len(train), classes)`` when ``config.distil`` names them.
+    ``soft``: the teachers' targets when ``config.distil`` names them (``models.training.distil.soft_targets``):
+    probabilities ``(len(train), classes)`` for a classifier, lesion maps ``(len(train), S, S)`` for a segmenter.
 
     ``stop_after`` (an epoch) and ``deadline`` (a ``time.time()``) end this call early after a
     whole epoch, leaving a checkpoint that the same call resumes, e.g. to train in chunks.
@@ -361,7 +373,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     # Wrapped after loading, so that every rank starts from the checkpoint; DDP then keeps them equal.
     model = distributed.wrap(net, config.device, ranks)
     weights = class_weights(train.labels).to(config.device)
-    data = AugmentedCases(train, spec.input_size, train=True, augment=config.augment)
+    data = AugmentedCases(train, spec.input_size, train=True, augment=config.augment,
+                          soft_maps=soft if spec.task == "segment" else None)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         # Dropout draws from the global generator: seeded per epoch (and rank), a resumed run repeats them.
         torch.manual_seed((config.seed * 100_003 + epoch) * 1_000 + ranks.rank)
@@ -385,6 +398,10 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
                     count = distributed.batch_total(torch.tensor(float(len(y)), device=config.device), ranks)
                     taught = -(target * F.log_softmax(out, 1)).sum() / (count / ranks.world_size)
                     loss = (1 - config.distil_weight) * loss + config.distil_weight * taught
+            elif soft is not None:  # the mask's second channel: the teachers' map, warped with the scan
+                mask = mask.to(config.device)
+                loss = ((1 - config.distil_weight) * seg_loss(out, mask[:, :1], ranks)
+                        + config.distil_weight * seg_loss(out, mask[:, 1:], ranks))
             else:
                 loss = seg_loss(out, mask.to(config.device), ranks)
             opt.zero_grad(set_to_none=True)
@@ -480,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR,
                     help="the shipped weights folder that --init shipped starts from (default: %(default)s)")
     ap.add_argument("--distil", action="store_true",
-                    help="classifiers: also learn the calibrated probabilities of the other classifiers shipped in "
-                         "--weights (models/training/distil.py)")
+                    help="also learn from the other members of the model's task shipped in --weights: their fused "
+                         "calibrated probabilities (classifiers) or lesion maps (segmenters) "
+                         "(models/training/distil.py)")
     ap.add_argument("--distil-weight", type=float, help="the soft targets' share of the loss (default 0.5)")
     ap.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                     help='"standard" (default) or "scanner": also gamma, depth gain, speckle, blur and resolution '
@@ -514,15 +532,18 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
     for name in (list(REGISTRY) if args.all else args.models):
         spec = get_spec(name)
         init = str(Manifest.read(args.weights).verify(name)) if args.init == "shipped" else args.init
-        teachers = Manifest.read(args.weights) if args.distil and spec.task == "classify" else None
-        if args.distil and not teachers and ranks.main:
-            print(f"{name}: --distil applies to classifiers; this segmenter trains on its masks alone")
+        teachers = Manifest.read(args.weights) if args.distil else None
         if args.erased_from and not args.erased_normals:
             raise SystemExit(f"--erased-from {' '.join(args.erased_from)}: it chooses where --erased-normals erases; "
                              "give --erased-normals SHARE too")
         if args.erased_normals and teachers:
             raise SystemExit(f"{name}: --erased-normals and --distil cannot be combined (the copies have no soft "
                              "targets); choose one")
+        if teachers:
+            try:
+                distil.teachers(teachers, name)
+            except ValueError as error:
+                raise SystemExit(f"{name}: {error}") from None
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None, augment=args.augment,

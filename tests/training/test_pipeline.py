@@ -402,6 +402,58 @@ def test_distillation_learns_the_other_classifiers_calibrated_probabilities(worl
                           soft=soft, progress=False)
 
 
+def test_a_segmenter_distils_the_other_segmenters_fused_map_warped_with_its_scan(world, tmp_path):
+    """``--distil`` for a segmenter: its targets are the other shipped segmenters' fused lesion maps at its input
+    size, and training warps each map exactly as it warps the scan's mask."""
+    from models.data.splits import load_verified
+    from models.inference.ensemble import predict_cases
+    from models.preprocess import decode_cases
+    from models.training import distil
+    _, data, split_path, _, wdir = world
+    manifest = weights.Manifest.read(wdir)
+    assert distil.teachers(manifest, "segformer_b0") == ["unet_lite0"]
+    with pytest.raises(ValueError, match="no shipped segmenter other than 'unet_lite0'"):
+        distil.teachers(manifest, "unet_lite0")
+    split, cases = load_verified(data, split_path, progress=False)
+    chosen = split.select(cases, "train")[:8]
+    soft = distil.soft_targets(manifest, "segformer_b0", chosen, split.groups, progress=False)
+    spec = get_spec("segformer_b0")
+    assert soft.shape == (8, spec.input_size, spec.input_size) and soft.dtype == np.float32
+    maps = predict_cases(manifest, chosen, split.groups, progress=False).seg_probs["unet_lite0"]
+    np.testing.assert_allclose(soft, maps, rtol=1e-5, atol=1e-6)
+    assert 0 < soft.max() <= 1
+
+    arrays = decode_cases(chosen, spec.input_size, split.groups, progress=False)
+    lesion = int(np.argmax(arrays.masks.reshape(8, -1).any(1)))
+    assert arrays.masks[lesion].any()
+    data_ = train.AugmentedCases(arrays, spec.input_size, train=True, augment="scanner",
+                                 soft_maps=arrays.masks.astype(np.float32))
+    for seed in range(5):  # the map rides along as the mask's second channel: warped identically
+        _, mask, _, _ = data_[(lesion, seed)]
+        assert mask.shape == (2, spec.input_size, spec.input_size) and mask.dtype == torch.float32
+        assert torch.equal(mask[0], mask[1]) and mask[0].any()
+    with pytest.raises(ValueError, match="do not match the masks"):
+        train.AugmentedCases(arrays, spec.input_size, train=True, soft_maps=soft[:, :10])
+
+    runs = tmp_path / "runs"
+    assert train.main(["--models", "segformer_b0", "--data", *map(str, data), "--split", str(split_path), "--runs",
+                       str(runs), "--weights", str(wdir), "--distil", "--epochs", "1", "--batch-size", "4",
+                       "--limit", "8", "--quiet"]) == 0
+    config = json.loads((runs / "segformer_b0" / "config.json").read_text())
+    assert config["distil"] == distil.teacher_id(manifest)
+    assert weights.training_command("segformer_b0", config).endswith("--distil")
+    with pytest.raises(SystemExit, match="no shipped segmenter other than 'unet_lite0'"):
+        train.main(["--models", "unet_lite0", "--data", *map(str, data), "--split", str(split_path), "--runs",
+                    str(runs), "--weights", str(wdir), "--distil", "--epochs", "1", "--limit", "8", "--quiet"])
+    run = train.RunConfig.for_model(spec, "cpu", epochs=1, batch_size=4, distil=config["distil"])
+    trained = {}
+    for target in (0.0, 1.0):  # the same run taught other maps learns other weights: the maps are in the loss
+        folder = tmp_path / f"taught-{target}"
+        train.train_model(spec, arrays, arrays, run, folder, soft=np.full_like(soft, target), progress=False)
+        trained[target] = torch.load(folder / "last.pt", weights_only=False)["model"]
+    assert any(not torch.equal(trained[0.0][k], trained[1.0][k]) for k in trained[0.0])
+
+
 def test_ship_refuses_weights_that_overflow_fp16(world, tmp_path):
     """A batch norm's running variance above fp16's 65504 turned into inf in the shipped file (the VGG19 U-Net of
     2026-11-24 then left every mask empty): ship must stop and say which tensor."""

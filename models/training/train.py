@@ -75,7 +75,7 @@ class RunConfig:
     data: tuple[str, ...] = ()
     split_fingerprints: dict[str, str] = field(default_factory=dict)
     # distillation: the teachers' weights (models.training.distil.teacher_id) and the share of the
-    # loss their soft targets take, the labels' cross-entropy the rest
+    # loss their soft targets take, the labels' loss (cross-entropy, or BCE + Dice for a segmenter) the rest
     distil: str | None = None
     distil_weight: float = 0.5
     augment: str = "standard"  # or "scanner": also models.training.augment.ScannerShift

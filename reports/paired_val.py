@@ -6,7 +6,8 @@ Reads each folder's ``metrics_val.json`` (written by ``sonomark evaluate --weigh
 ensemble's calibrated probabilities per case) and the committed split's labels and groups. Per source: how
 many calls changed, and the candidate minus the baseline for macro-F1 (over the classes the source has),
 normal recall (normal scans called normal) and lesion recall (lesion scans not called normal), each with a
-95% interval from resampling whole groups, the same draws for both folders. Validation only: it refuses a
+95% interval from resampling whole groups, the same draws for both folders
+(``models.training.metrics.paired_class_differences``). Validation only: it refuses a
 file of another split or fingerprint than the committed split's.
 """
 from __future__ import annotations
@@ -17,25 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from models.data.records import CLASSES  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT  # noqa: E402
-from models.training.metrics import group_bootstrap  # noqa: E402
-
-NORMAL = CLASSES.index("normal")
-
-
-def scores(y: np.ndarray, probs: np.ndarray, labels: list[int]) -> dict[str, float]:
-    pred = probs.argmax(1)
-    out = {"macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0))}
-    if (y == NORMAL).any():
-        out["normal_recall"] = float((pred[y == NORMAL] == NORMAL).mean())
-    if (y != NORMAL).any():
-        out["lesion_recall"] = float((pred[y != NORMAL] != NORMAL).mean())
-    return out
+from models.training.metrics import paired_class_differences  # noqa: E402
 
 
 def read(folder: Path, split: dict) -> dict:
@@ -58,21 +46,14 @@ def compare(base: dict, cand: dict, split: dict, n_boot: int = 2000, seed: int =
     for source in sorted(set(base) & set(cand)):
         ids = sorted(base[source]["cases"])
         if ids != sorted(cand[source]["cases"]):
-            raise SystemExit(f"{source}: the two files hold different cases; evaluate both on the same split")
-        y = np.array([CLASSES.index(cases[i]["label"]) for i in ids])
-        groups = [cases[i]["group"] for i in ids]
+            raise SystemExit(f"{source}: the two metrics_val.json files hold different cases; re-run `sonomark "
+                             "evaluate --weights DIR --split-name val` for both on the committed split")
         pa = np.array([base[source]["cases"][i]["probs"] for i in ids])
         pb = np.array([cand[source]["cases"][i]["probs"] for i in ids])
-        labels = sorted(set(y.tolist()))
-
-        def diff(idx: np.ndarray) -> dict[str, float]:
-            a = scores(y[idx], pa[idx], labels)
-            return {k: v - a[k] for k, v in scores(y[idx], pb[idx], labels).items() if k in a}
-
-        point, draws = diff(np.arange(len(y))), group_bootstrap(diff, groups, n_boot, seed)
+        diffs = paired_class_differences([cases[i]["label"] for i in ids], pa, pb, CLASSES,
+                                         [cases[i]["group"] for i in ids], n_boot=n_boot, seed=seed)
         out[source] = {"cases": len(ids), "changed_calls": int((pa.argmax(1) != pb.argmax(1)).sum()),
-                       "difference": {k: (v, float(np.percentile(draws[k], 2.5)), float(np.percentile(draws[k], 97.5)))
-                                      for k, v in point.items()}}
+                       "difference": {k: (iv.value, iv.low, iv.high) for k, iv in diffs.items()}}
     return out
 
 

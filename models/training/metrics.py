@@ -131,6 +131,25 @@ def _resolve_groups(groups: Sequence | None, n: int) -> Sequence:
     return groups
 
 
+def _checked(probs: np.ndarray, y_true: Sequence[str], names: list[str]) -> np.ndarray:
+    probs = np.asarray(probs, dtype=float)
+    unknown = sorted(set(y_true) - set(names))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the classes {names}")
+    if probs.shape != (len(y_true), len(names)):
+        raise ValueError(f"probabilities have shape {probs.shape}, expected ({len(y_true)}, {len(names)})")
+    return probs
+
+
+def _label_setup(y_true: Sequence[str], names: list[str], average_over: Sequence[str] | None):
+    """(label indices, classes averaged over, their indices, malignant index or None, normal index or None)."""
+    y = np.array([names.index(t) for t in y_true])
+    avg = list(average_over) if average_over is not None else [n for n in names if n in set(y_true)]
+    malignant = names.index(MALIGNANT) if MALIGNANT in names and MALIGNANT in set(y_true) else None
+    normal = names.index(NORMAL) if NORMAL in names else None
+    return y, avg, [names.index(n) for n in avg], malignant, normal
+
+
 def classification_metrics(y_true: Sequence[str], probs: np.ndarray, class_names: Sequence[str] = CLASSES,
                            groups: Sequence | None = None, average_over: Sequence[str] | None = None,
                            n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> ClassificationMetrics:
@@ -141,17 +160,8 @@ def classification_metrics(y_true: Sequence[str], probs: np.ndarray, class_names
     of any class still count: a BUS-BRA lesion called normal is an error.
     """
     names = list(class_names)
-    probs = np.asarray(probs, dtype=float)
-    unknown = sorted(set(y_true) - set(names))
-    if unknown:
-        raise ValueError(f"labels {unknown} are not among the classes {names}")
-    if probs.shape != (len(y_true), len(names)):
-        raise ValueError(f"probabilities have shape {probs.shape}, expected ({len(y_true)}, {len(names)})")
-    y = np.array([names.index(t) for t in y_true])
-    avg = list(average_over) if average_over is not None else [n for n in names if n in set(y_true)]
-    labels = [names.index(n) for n in avg]
-    malignant = names.index(MALIGNANT) if MALIGNANT in names and MALIGNANT in set(y_true) else None
-    normal = names.index(NORMAL) if NORMAL in names else None
+    probs = _checked(probs, y_true, names)
+    y, avg, labels, malignant, normal = _label_setup(y_true, names, average_over)
     point = _class_scores(y, probs, labels, malignant, normal)
     draws = group_bootstrap(lambda i: _class_scores(y[i], probs[i], labels, malignant, normal),
                             _resolve_groups(groups, len(y)), n_boot, seed) if n_boot else {}
@@ -211,4 +221,24 @@ def review_flag_metrics(correct: Sequence[bool], flagged: Sequence[bool], groups
 
     point = scores(np.arange(len(correct)))
     draws = group_bootstrap(scores, _resolve_groups(groups, len(correct)), n_boot, seed) if n_boot else {}
+    return _intervals(point, draws, level)
+
+
+def paired_class_differences(y_true: Sequence[str], base: np.ndarray, cand: np.ndarray,
+                             class_names: Sequence[str] = CLASSES, groups: Sequence | None = None,
+                             average_over: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
+                             level: float = 0.95) -> dict[str, Interval]:
+    """``cand`` minus ``base`` (class probabilities of two models on the same cases) for every score of
+    ``classification_metrics``, each interval from one group bootstrap shared by both; scores undefined on these
+    cases (normal recall without a normal scan) are left out."""
+    names = list(class_names)
+    base, cand = _checked(base, y_true, names), _checked(cand, y_true, names)
+    y, _, labels, malignant, normal = _label_setup(y_true, names, average_over)
+
+    def diff(i: np.ndarray) -> dict[str, float]:
+        a = _class_scores(y[i], base[i], labels, malignant, normal)
+        return {k: v - a[k] for k, v in _class_scores(y[i], cand[i], labels, malignant, normal).items()}
+
+    point = {k: v for k, v in diff(np.arange(len(y))).items() if not math.isnan(v)}
+    draws = group_bootstrap(diff, _resolve_groups(groups, len(y)), n_boot, seed) if n_boot else {}
     return _intervals(point, draws, level)

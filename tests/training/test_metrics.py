@@ -266,3 +266,19 @@ def test_per_class_results_and_absent_classes():
     s = segmentation_metrics([a, a, np.zeros((4, 4), bool)], [a, a, np.zeros((4, 4), bool)], n_boot=0)
     assert (s.n_lesion, s.n_normal) == (2, 1) and s.iou == [1.0, 1.0]
     assert s.scores["iou_median"].value == 1.0
+
+
+def test_paired_differences_share_one_bootstrap_and_leave_out_undefined_scores():
+    """Candidate minus baseline on the same cases: a source without normal scans has no normal-recall
+    difference, and two identical models differ by exactly zero in every draw."""
+    from models.training.metrics import paired_class_differences
+    y = ["benign", "malignant"] * 6
+    base = np.array([[0.7, 0.2, 0.1] if k % 3 else [0.2, 0.7, 0.1] for k in range(12)])
+    cand = np.array([[0.7, 0.2, 0.1] if t == "benign" else [0.2, 0.7, 0.1] for t in y])
+    groups = [k // 2 for k in range(12)]
+    d = paired_class_differences(y, base, cand, groups=groups, n_boot=100)
+    assert "normal_recall" not in d and d["lesion_recall"].value == 0
+    assert d["accuracy"].value == pytest.approx(1 - np.mean(base.argmax(1) == cand.argmax(1)))
+    assert d["macro_f1"].low <= d["macro_f1"].value <= d["macro_f1"].high and d["macro_f1"].value > 0
+    same = paired_class_differences(y, base, base, groups=groups, n_boot=50)
+    assert all((iv.value, iv.low, iv.high) == (0, 0, 0) for iv in same.values())

@@ -37,6 +37,7 @@ from models.inference.ensemble import Fusion  # noqa: E402
 from models.inference.postprocess import clean_mask  # noqa: E402
 from models.preprocess import resize_map, resize_mask  # noqa: E402
 from models.weights import Manifest  # noqa: E402
+from models.zoo import get_spec  # noqa: E402
 from review_flag import SETTINGS, predictions  # noqa: E402
 
 NORMAL = CLASSES.index("normal")
@@ -59,16 +60,21 @@ CLEAN_RULES = {"none (threshold only)": lambda m, p: m,
                   (lambda f: lambda m, p: clean_mask(m, min_fraction=f))(f) for f in (0.1, 0.2, 0.3, 0.5, 1.0)},
                "the blob with the highest peak": one_blob(np.max),
                "the blob with the most probability": one_blob(np.sum)}
-FALLBACKS = (None, 0.45, 0.35, 0.25, 0.15, "0.7 of peak", "0.5 of peak")
+# the second threshold, from the scan's lesion probabilities; None: no fallback
+FALLBACKS = {"none (shipped)": None,
+             **{f"threshold {t}": (lambda t: lambda prob: t)(t) for t in (0.45, 0.35, 0.25, 0.15)},
+             **{f"threshold {s} of peak": (lambda s: lambda prob: s * prob.max())(s) for s in (0.7, 0.5)}}
+SEGFORMER = "segformer_b0"  # the segmenter whose output grid is a quarter of its input
 
 
 def scores(masks: list[np.ndarray], truths: list[np.ndarray]) -> tuple[float, float, float]:
     """(mean lesion Dice, lesion scans left empty, normal scans with a mask)."""
     lesion = [i for i, t in enumerate(truths) if t.any()]
     normal = [i for i, t in enumerate(truths) if not t.any()]
-    dice = np.mean([dice_iou(masks[i], truths[i])[0] for i in lesion])
-    return float(dice), float(np.mean([not masks[i].any() for i in lesion])), \
-        float(np.mean([masks[i].any() for i in normal])) if normal else float("nan")
+    dice = float(np.mean([dice_iou(masks[i], truths[i])[0] for i in lesion]))
+    empty = float(np.mean([not masks[i].any() for i in lesion]))
+    false = float(np.mean([masks[i].any() for i in normal])) if normal else float("nan")
+    return dice, empty, false
 
 
 def row(name: str, values: tuple[float, float, float]) -> str:
@@ -101,21 +107,21 @@ def main() -> int:
             out.append(row(name, scores([rule(probs[i] > fusion.threshold, probs[i]) for i in idx], t)))
         out += ["", "| fallback when the mask is empty and the call is a lesion | mean lesion Dice | empty | false |",
                 "|---|---|---|---|"]
-        for fallback in FALLBACKS:
+        for name, second in FALLBACKS.items():
             masks = []
             for i in idx:
                 mask = clean_mask(probs[i] > fusion.threshold)
-                if fallback is not None and not mask.any() and call[i] != NORMAL:
-                    low = fallback if isinstance(fallback, float) else float(fallback.split()[0]) * probs[i].max()
-                    mask = clean_mask(probs[i] > low)
+                if second is not None and not mask.any() and call[i] != NORMAL:
+                    mask = clean_mask(probs[i] > second(probs[i]))
                 masks.append(mask)
-            out.append(row("none (shipped)" if fallback is None else f"threshold {fallback}", scores(masks, t)))
+            out.append(row(name, scores(masks, t)))
         out += ["", "| the truth through a coarser grid (side / f) | Dice with itself at full size: mean | lowest |",
                 "|---|---|---|"]
-        lesions = [resize_mask(x, 160) for x in t if x.any()]  # the truth at the segmenters' input
+        size = get_spec(SEGFORMER).input_size
+        lesions = [resize_mask(x, size) for x in t if x.any()]  # the truth at SegFormer's input
         for f in (4, 2):
             d = [dice_iou(coarse(m, f), m)[0] for m in lesions]
-            out.append(f"| f = {f} ({160 // f} px at 160 px) | {np.mean(d):.4f} | {np.min(d):.4f} |")
+            out.append(f"| f = {f} ({size // f} px at {size} px) | {np.mean(d):.4f} | {np.min(d):.4f} |")
         out.append("")
     path = REPO / "reports" / "mask_rules.md"
     path.write_text("\n".join(out))

@@ -1,7 +1,7 @@
 """Mask-aware malignancy: does the lesion's outline, beside the classifiers, tell malignant from benign on a
 scanner the models never saw? (#17, "mask-aware classification"; results in `reports/mask_shape.md`.)
 
-    python reports/mask_shape.py      # about 10 minutes on the 2 cores; writes reports/mask_shape.md
+    python reports/mask_shape.py      # about 40 minutes on the 2 cores; writes reports/mask_shape.md
 
 BI-RADS reads malignancy partly from the outline: irregular shape, margins that are not circumscribed, a lesion
 taller than wide. The features are the analysis's own measurements (``models.inference.measure``, in pixels) of

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -71,7 +72,7 @@ def shape_features(mask: np.ndarray) -> list[float] | None:
     if m is None:
         return None
     elongation = m.longest_diameter / max(m.perpendicular_diameter, 1.0)
-    return [np.log(m.area / mask.size), np.log(max(m.depth, 1.0) / max(m.width, 1.0)), m.circularity,
+    return [np.log(m.area / mask.size), np.log(m.depth_to_width), m.circularity,
             m.margin_irregularity, np.log(elongation), np.log(m.components)]
 
 
@@ -127,9 +128,8 @@ def fit_shape(features: tuple[np.ndarray, np.ndarray], labels: np.ndarray):
         *lesions_with_mask(features, labels))
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
+def clipped_logit(p: np.ndarray) -> np.ndarray:
+    return logit(np.clip(p, 1e-6, 1 - 1e-6))
 
 
 def combine(probs: np.ndarray, features: tuple[np.ndarray, np.ndarray], shape_model, w: float) -> np.ndarray:
@@ -141,7 +141,7 @@ def combine(probs: np.ndarray, features: tuple[np.ndarray, np.ndarray], shape_mo
         return out
     lesion = 1 - probs[have, NORMAL]
     q = probs[have, MALIGNANT] / np.maximum(lesion, 1e-9)
-    q = 1 / (1 + np.exp(-(logit(q) + w * logit(shape_model.predict_proba(X)[:, 1]))))
+    q = expit(clipped_logit(q) + w * clipped_logit(shape_model.predict_proba(X)[:, 1]))
     out[have, MALIGNANT], out[have, BENIGN] = lesion * q, lesion * (1 - q)
     return out
 
@@ -164,6 +164,12 @@ def paired(base: np.ndarray, cand: np.ndarray, labels: np.ndarray, groups) -> tu
     return d["malignant_auc"], d["macro_f1"]
 
 
+def decoded_once(cases: Sequence[Case], models: Sequence[str], groups: dict[str, str]) -> dict[int, object]:
+    """``decode_cases`` once per input size that ``models`` need."""
+    sizes = dict.fromkeys(get_spec(name).input_size for name in models)
+    return {size: decode_cases(cases, size, groups, False) for size in sizes}
+
+
 def one_source(split, cases: list[Case], trained_on: str) -> dict[str, Setting]:
     """The one-source members' outputs on the direction's splits: each classifier set's mean softmax, and the
     U-Net's masks at 0.5 (its train split too, for the shape model)."""
@@ -176,19 +182,15 @@ def one_source(split, cases: list[Case], trained_on: str) -> dict[str, Setting]:
     settings = {}
     for source, part in ((trained_on, "val"), (other, "val"), (other, "test"), (trained_on, "train")):
         chosen = split.select([c for c in cases if c.source == source], part)
-        scans = {}
-        for name in [SEGMENTER, *classifiers]:
-            size = get_spec(name).input_size
-            if size not in scans:
-                scans[size] = decode_cases(chosen, size, split.groups, False).images
-        masks = [at_scan_size(p, c, 0.5) for p, c in zip(run_model(segmenter, seg_spec, scans[seg_spec.input_size]),
-                                                          chosen)]
+        scans = decoded_once(chosen, [SEGMENTER, *classifiers], split.groups)
+        seg_arrays = scans[seg_spec.input_size]
+        masks = [at_scan_size(p, c, 0.5) for p, c in zip(run_model(segmenter, seg_spec, seg_arrays.images), chosen)]
         probs = {}
         if part != "train":
-            each = {n: softmax(run_model(net, get_spec(n), scans[get_spec(n).input_size])) for n, net in classifiers.items()}
+            each = {n: softmax(run_model(net, get_spec(n), scans[get_spec(n).input_size].images))
+                    for n, net in classifiers.items()}
             probs = {" + ".join(SHORT[n] for n in s): np.mean([each[n] for n in s], 0) for s in CLASSIFIER_SETS[trained_on]}
-        settings[f"{source} {part}"] = Setting.of(probs, masks, chosen, [split.groups.get(c.case_id, c.group_id)
-                                                                         for c in chosen])
+        settings[f"{source} {part}"] = Setting.of(probs, masks, chosen, seg_arrays.groups)
     return settings
 
 
@@ -209,14 +211,12 @@ def shipped_in_domain(split, cases: list[Case]) -> dict[str, Setting]:
         settings[f"{source} val"] = Setting.of({"shipped ensemble": fused[idx]}, masks, chosen,
                                                [p.groups[i] for i in idx])
     train = split.select(cases, "train")
-    maps, scans = {}, {}  # scans decoded once per input size
-    for name in fusion.seg_voters(manifest.shipped("segment")):
-        spec = get_spec(name)
-        if spec.input_size not in scans:
-            scans[spec.input_size] = decode_cases(train, spec.input_size, split.groups, False).images
-        maps[name] = run_model(manifest.load(name), spec, scans[spec.input_size])
+    voters = fusion.seg_voters(manifest.shipped("segment"))
+    scans = decoded_once(train, voters, split.groups)
+    maps = {name: run_model(manifest.load(name), get_spec(name), scans[get_spec(name).input_size].images)
+            for name in voters}
     masks = [at_scan_size(m, c, fusion.threshold) for m, c in zip(fusion.segment(maps), train)]
-    settings["both train"] = Setting.of({}, masks, train, [split.groups.get(c.case_id, c.group_id) for c in train])
+    settings["both train"] = Setting.of({}, masks, train, next(iter(scans.values())).groups)
     return settings
 
 

@@ -78,7 +78,7 @@ class RunConfig:
     # loss their soft targets take, the labels' loss (cross-entropy, or BCE + Dice for a segmenter) the rest
     distil: str | None = None
     distil_weight: float = 0.5
-    augment: str = "standard"  # or "scanner": also models.training.augment.ScannerShift
+    augment: str = "standard"  # or "scanner", "scanner-clahe": also models.training.augment.ScannerShift
     erased_normals: float = 0.0  # share of lesion scans also trained on erased, as normal (models.training.erased_normals)
     erased_from: tuple[str, ...] = ()  # the datasets whose lesion scans are erased; () for all
 
@@ -138,7 +138,7 @@ class AugmentedCases(Dataset):
             raise ValueError(f"soft maps of shape {soft_maps.shape} do not match the masks' {arrays.masks.shape}")
         self.arrays = arrays
         self.soft_maps = soft_maps
-        self.shift = ScannerShift() if train and augment == "scanner" else None
+        self.shift = ScannerShift.named(augment) if train else None
         self.transform = v2.Compose([
             v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8, 1.25), antialias=True),
             v2.RandomHorizontalFlip(),
@@ -502,8 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(models/training/distil.py)")
     ap.add_argument("--distil-weight", type=float, help="the soft targets' share of the loss (default 0.5)")
     ap.add_argument("--augment", choices=AUGMENTATIONS, default=None,
-                    help='"standard" (default) or "scanner": also gamma, depth gain, speckle, blur and resolution '
-                         "changes (models/training/augment.py)")
+                    help='"standard" (default); "scanner": also gamma, depth gain, speckle, blur and resolution '
+                         'changes; "scanner-clahe": those and CLAHE (models/training/augment.py)')
     ap.add_argument("--balance-sources", action="store_true",
                     help="draw each dataset equally often per epoch, as the validation score weighs them")
     ap.add_argument("--erased-normals", type=float, metavar="SHARE",

@@ -58,3 +58,19 @@ def test_unknown_augmentation_is_a_clear_error_and_the_command_records_it(arrays
         T.AugmentedCases(arrays, 96, train=True, augment="heavy")
     assert training_command("efficientnet_lite0", {"epochs": 12, "augment": "scanner"}).endswith("--augment scanner")
     assert "--augment" not in training_command("efficientnet_lite0", {"epochs": 12, "augment": "standard"})
+
+
+def test_clahe_spreads_a_low_contrast_scan_and_is_drawn_only_for_scanner_clahe(arrays):
+    dull = torch.from_numpy(np.random.default_rng(1).integers(100, 130, (1, 64, 64), dtype=np.uint8))
+    shift = ScannerShift(p=0.0, clahe=1.0)
+    torch.manual_seed(0)
+    out = shift(dull)
+    assert out.dtype == torch.uint8 and out.shape == dull.shape
+    assert float(out.float().std()) > 1.5 * float(dull.float().std())  # local contrast enhanced
+    assert torch.equal(ScannerShift(p=0.0)(dull), dull)  # no CLAHE unless asked for
+    assert ScannerShift.named("standard") is None and ScannerShift.named("scanner").clahe == 0
+    assert ScannerShift.named("scanner-clahe").clahe == 0.5
+    data = T.AugmentedCases(arrays, 96, train=True, augment="scanner-clahe")
+    plain = T.AugmentedCases(arrays, 96, train=True, augment="scanner")
+    assert any(not torch.equal(data[(k, 7 + k)][0], plain[(k, 7 + k)][0]) for k in range(len(arrays)))
+    assert torch.equal(data[(0, 7)][1], plain[(0, 7)][1])  # intensity only: the mask is the same

@@ -2,6 +2,9 @@
 scanner the models never saw? (#17, "mask-aware classification"; results in `reports/mask_shape.md`.)
 
     python reports/mask_shape.py      # about 40 minutes on the 2 cores; writes reports/mask_shape.md
+    python reports/mask_shape.py --replicates s0=runs/shape-without-busbra s1=runs/scanner-s1-without-busbra \
+        --segmenters runs/shape-without-busbra runs/unet-s1-without-busbra
+        # BUSI -> BUS-BRA only, over Lite0 and U-Net runs on BUSI; writes reports/mask_shape_replicates.md
 
 BI-RADS reads malignancy partly from the outline: irregular shape, margins that are not circumscribed, a lesion
 taller than wide. The features are the analysis's own measurements (``models.inference.measure``, in pixels) of
@@ -26,6 +29,7 @@ as everywhere in the project; differences are paired, 95% group bootstrap (1000 
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +68,7 @@ SHORT = {"efficientnet_lite0": "Lite0", "vgg19": "VGG19"}
 RUNS = {"busbra": "runs/shape-without-busi", "busi": "runs/shape-without-busbra"}  # trained on the key alone
 OTHER = {"busi": "busbra", "busbra": "busi"}
 OUT = REPO / "reports" / "mask_shape.md"
+REPLICATES_OUT = REPO / "reports" / "mask_shape_replicates.md"
 
 
 def shape_features(mask: np.ndarray) -> list[float] | None:
@@ -170,26 +175,35 @@ def decoded_once(cases: Sequence[Case], models: Sequence[str], groups: dict[str,
     return {size: decode_cases(cases, size, groups, False) for size in sizes}
 
 
-def one_source(split, cases: list[Case], trained_on: str) -> dict[str, Setting]:
+def one_source(split, cases: list[Case], trained_on: str, replicates: dict[str, str] | None = None,
+               segmenter_run: str | None = None) -> dict[str, Setting]:
     """The one-source members' outputs on the direction's splits: each classifier set's mean softmax, and the
-    U-Net's masks at 0.5 (its train split too, for the shape model)."""
+    U-Net's masks at 0.5 (its train split too, for the shape model). ``replicates`` (label -> run folder) puts
+    other Lite0 runs on the same source in place of the classifier sets, one set each; ``segmenter_run`` another
+    U-Net run on the same source in place of ``RUNS``'s."""
     from erased_normals import load
     folder = REPO / RUNS[trained_on]
     seg_spec = get_spec(SEGMENTER)
-    segmenter = load(SEGMENTER, folder)
-    classifiers = {name: load(name, folder) for name in dict.fromkeys(n for s in CLASSIFIER_SETS[trained_on] for n in s)}
+    segmenter = load(SEGMENTER, REPO / (segmenter_run or RUNS[trained_on]))
+    if replicates:
+        classifiers = {label: load("efficientnet_lite0", REPO / run) for label, run in replicates.items()}
+        spec_of, sets = {label: "efficientnet_lite0" for label in replicates}, {label: (label,) for label in replicates}
+    else:
+        classifiers = {name: load(name, folder) for name in dict.fromkeys(n for s in CLASSIFIER_SETS[trained_on] for n in s)}
+        spec_of = {name: name for name in classifiers}
+        sets = {" + ".join(SHORT[n] for n in s): s for s in CLASSIFIER_SETS[trained_on]}
     other = OTHER[trained_on]
     settings = {}
     for source, part in ((trained_on, "val"), (other, "val"), (other, "test"), (trained_on, "train")):
         chosen = split.select([c for c in cases if c.source == source], part)
-        scans = decoded_once(chosen, [SEGMENTER, *classifiers], split.groups)
+        scans = decoded_once(chosen, [SEGMENTER, *spec_of.values()], split.groups)
         seg_arrays = scans[seg_spec.input_size]
         masks = [at_scan_size(p, c, 0.5) for p, c in zip(run_model(segmenter, seg_spec, seg_arrays.images), chosen)]
         probs = {}
         if part != "train":
-            each = {n: softmax(run_model(net, get_spec(n), scans[get_spec(n).input_size].images))
+            each = {n: softmax(run_model(net, get_spec(spec_of[n]), scans[get_spec(spec_of[n]).input_size].images))
                     for n, net in classifiers.items()}
-            probs = {" + ".join(SHORT[n] for n in s): np.mean([each[n] for n in s], 0) for s in CLASSIFIER_SETS[trained_on]}
+            probs = {label: np.mean([each[n] for n in members], 0) for label, members in sets.items()}
         settings[f"{source} {part}"] = Setting.of(probs, masks, chosen, seg_arrays.groups)
     return settings
 
@@ -221,10 +235,11 @@ def shipped_in_domain(split, cases: list[Case]) -> dict[str, Setting]:
 
 
 def report_direction(title: str, settings: dict[str, Setting], train_key: str, choose: Sequence[str],
-                     show: Sequence[str]) -> list[str]:
+                     show: Sequence[str], from_annotators: bool = True) -> list[str]:
+    """A direction's tables; ``from_annotators=False`` leaves out the shape model learnt from annotators' masks."""
     train = settings[train_key]
-    models = {"annotators' masks": fit_shape(train.truth, train.labels),
-              "the segmenter's masks": fit_shape(train.predicted, train.labels)}
+    models = {"annotators' masks": fit_shape(train.truth, train.labels)} if from_annotators else {}
+    models["the segmenter's masks"] = fit_shape(train.predicted, train.labels)
     lines = [f"### {title}", "",
              "The shape model alone: AUC of q_shape, malignant vs benign, over lesion scans with a mask.", "",
              "| shape model learnt from | " + " | ".join(f"{k}, predicted masks" for k in show) + " | "
@@ -257,23 +272,45 @@ def report_direction(title: str, settings: dict[str, Setting], train_key: str, c
     return lines + [""]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--replicates", nargs="+", metavar="LABEL=RUN",
+                    help="only BUSI -> BUS-BRA, with these Lite0 runs on BUSI alone in place of the classifier sets "
+                         f"(does the outline's gain hold over training seeds and recipes?); writes {REPLICATES_OUT.name}")
+    ap.add_argument("--segmenters", nargs="+", metavar="RUN", default=[RUNS["busi"]],
+                    help="with --replicates: U-Net runs on BUSI alone, a section each (default: the one of "
+                         f"{RUNS['busi']})")
+    args = ap.parse_args(argv)
+    if args.segmenters != [RUNS["busi"]] and not args.replicates:
+        ap.error("--segmenters goes with --replicates")
     d = DEFAULT_DATA_DIR
     split, cases = load_verified([d / "Dataset_BUSI_with_GT", d / "BUSBRA"], DEFAULT_SPLIT, progress=False)
-    lines = ["# Mask-aware malignancy: the lesion outline beside the classifiers", "",
-             f"Generated by `python reports/mask_shape.py`; the method is in its docstring. Split "
+    out = REPLICATES_OUT if args.replicates else OUT
+    command = "python reports/mask_shape.py" + (" --replicates " + " ".join(args.replicates) if args.replicates else "")
+    command += f" --segmenters {' '.join(args.segmenters)}" if args.segmenters != [RUNS["busi"]] else ""
+    lines = ["# Mask-aware malignancy: the lesion outline beside the classifiers"
+             + (", over Lite0 replicates" if args.replicates else ""), "",
+             f"Generated by `{command}`; the method is in its docstring. Split "
              f"`splits/split.json`, fingerprints {', '.join(f'{k} `{v[:12]}`' for k, v in split.fingerprints.items())}.",
              ""]
-    settings = shipped_in_domain(split, cases)
-    lines += report_direction("In-domain: the shipped ensemble, validation", settings, "both train",
-                              choose=("busi val", "busbra val"), show=("busi val", "busbra val"))
-    for source in ("busbra", "busi"):
-        other = OTHER[source]
-        lines += report_direction(f"Across sites: {source} -> {other} (trained on {source} alone, `{RUNS[source]}`)",
-                                  one_source(split, cases, source), f"{source} train", choose=(f"{source} val",),
-                                  show=(f"{source} val", f"{other} val", f"{other} test"))
-    OUT.write_text("\n".join(lines))
-    print(OUT.read_text())
+    if args.replicates:
+        replicates = dict(r.split("=", 1) for r in args.replicates)
+        for run in args.segmenters:
+            lines += report_direction(f"Across sites: busi -> busbra (the U-Net of `{run}`; Lite0 replicates)",
+                                      one_source(split, cases, "busi", replicates, run), "busi train",
+                                      choose=("busi val",), show=("busi val", "busbra val", "busbra test"),
+                                      from_annotators=False)
+    else:
+        settings = shipped_in_domain(split, cases)
+        lines += report_direction("In-domain: the shipped ensemble, validation", settings, "both train",
+                                  choose=("busi val", "busbra val"), show=("busi val", "busbra val"))
+        for source in ("busbra", "busi"):
+            other = OTHER[source]
+            lines += report_direction(f"Across sites: {source} -> {other} (trained on {source} alone, `{RUNS[source]}`)",
+                                      one_source(split, cases, source), f"{source} train", choose=(f"{source} val",),
+                                      show=(f"{source} val", f"{other} val", f"{other} test"))
+    out.write_text("\n".join(lines))
+    print(out.read_text())
     return 0
 
 

@@ -4,6 +4,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from models.data.paths import REPO
 
@@ -59,3 +60,9 @@ def test_the_join_moves_malignancy_among_lesions_only_and_leaves_normal_and_mask
     assert joined[0, mask_shape.MALIGNANT] < 0.4 < joined[1, mask_shape.MALIGNANT]
     assert np.allclose(joined[2], probs[2])
     assert np.array_equal(mask_shape.combine(probs, features, model, 0.0), probs)
+
+
+def test_other_segmenters_go_only_with_replicates_and_say_so(capsys):
+    with pytest.raises(SystemExit):
+        mask_shape.main(["--segmenters", "runs/somewhere"])
+    assert "--segmenters goes with --replicates" in capsys.readouterr().err

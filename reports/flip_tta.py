@@ -1,7 +1,7 @@
 """Classifier flip averaging: does averaging each classifier over the scan and its left-right mirror help, in-domain
 and on a scanner the models never saw? (#17's list; results in `reports/flip_tta.md`.)
 
-    python reports/flip_tta.py      # about 15 minutes on the 2 cores; writes reports/flip_tta.md
+    python reports/flip_tta.py      # 35 minutes on the 2 cores beside a training run; writes reports/flip_tta.md
 
 Every classifier was trained with left-right flips, so the mirror is a scan it knows how to read. With flip
 averaging a classifier's logits are the mean of the scan's and the mirror's; the ensemble then calibrates and

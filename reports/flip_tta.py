@@ -11,7 +11,7 @@ Three settings, each on the committed split, with float weights through ``run_mo
 graphs; their difference is measured in ``benchmarks/``):
 - **in-domain**: the shipped classifiers and their ensemble on both sources' validation splits;
 - **across sites, A -> B**: EfficientNet-Lite0 (and, from BUSI, Lite0 + VGG19, their softmax averaged) trained on
-  source A alone (``RUNS``, the runs of ``reports/mask_shape.py``; commands in ``reports/cross_site.md``): A's
+  source A alone (``mask_shape.RUNS``, the runs of ``reports/mask_shape.py``; commands in ``reports/cross_site.md``): A's
   validation split, B's validation split (the cross-site check) and B's test split (only reported).
 
 Per row: macro-F1 (over the classes the split has), malignant AUC (over every scan) and normal recall, with and
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -32,14 +32,11 @@ from models.data.records import CLASSES  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.inference.ensemble import Fusion, run_model, softmax  # noqa: E402
-from models.preprocess import decode_cases  # noqa: E402
 from models.training.metrics import classification_metrics, paired_class_differences  # noqa: E402
 from models.weights import Manifest  # noqa: E402
 from models.zoo import get_spec  # noqa: E402
+from mask_shape import CLASSIFIER_SETS, OTHER, RUNS, decoded_once  # noqa: E402  (the same one-source runs)
 
-RUNS = {"busbra": "runs/shape-without-busi", "busi": "runs/shape-without-busbra"}  # trained on the key alone
-CLASSIFIER_SETS = {"busbra": (("efficientnet_lite0",),), "busi": (("efficientnet_lite0",), ("efficientnet_lite0", "vgg19"))}
-OTHER = {"busi": "busbra", "busbra": "busi"}
 SCORES = ("macro_f1", "malignant_auc", "normal_recall")
 OUT = REPO / "reports" / "flip_tta.md"
 
@@ -66,10 +63,9 @@ def table(title: str, lines: list[str]) -> list[str]:
         *lines, ""]
 
 
-def decoded(split, cases, source: str, part: str, names: Sequence[str]) -> dict[int, object]:
-    chosen = split.select([c for c in cases if c.source == source], part)
-    return {size: decode_cases(chosen, size, split.groups, progress=False)
-            for size in dict.fromkeys(get_spec(n).input_size for n in names)}
+def decoded(split, cases, source: str, part: str, names) -> dict[int, object]:
+    """One source's split, decoded once per input size that ``names`` need."""
+    return decoded_once(split.select([c for c in cases if c.source == source], part), names, split.groups)
 
 
 def in_domain(split, cases) -> list[str]:

@@ -197,6 +197,8 @@ def verdict_markdown(a: Analysis) -> str:
         lines.append("**⚠ Review needed:** " + "; ".join(a.review_reasons))
     else:
         lines.append("The models agree.")
+    if a.region:
+        lines.append(f"<small>Screen frame: {a.region.describe(a.mask.shape)}.</small>")
     return "\n\n".join(lines)
 
 
@@ -235,6 +237,8 @@ def summary(a: Analysis) -> dict:
             "measurements": None if m is None else {k: getattr(m, k) for k in (
                 "unit", "area", "longest_diameter", "perpendicular_diameter", "depth_to_width", "circularity",
                 "margin_irregularity", "components")},
+            "region": None if a.region is None else {k: getattr(a.region, k) for k in (
+                "top", "bottom", "left", "right", "source")},
             "model_versions": a.model_versions}
 
 

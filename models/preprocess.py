@@ -2,7 +2,8 @@
 
 Training, evaluation and the analysis engine all call ``to_input`` so that preprocessing is never
 duplicated: the grayscale scan is resized to the spec's square input (area interpolation), put in
-all three channels and normalized with the spec's mean and std.
+all three channels and normalized with the spec's mean and std. A scan inside a screen capture's frame is first
+cropped to its imaging region (``models.field_of_view``), in training as in the analysis.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from .data.images import load_gray, load_mask
 from .data.records import CLASSES, Case
+from .field_of_view import find_region
 from .zoo import ModelSpec
 
 
@@ -69,8 +71,12 @@ def decode_cases(cases: Sequence[Case], size: int, groups: dict[str, str] | None
     masks = np.empty((len(cases), size, size), bool)
     for k, case in enumerate(tqdm(cases, desc=f"decoding at {size} px", unit="scan", disable=not progress)):
         gray = load_gray(case.image_path)
+        mask = load_mask(case.mask_paths, gray.shape)
+        region = find_region(gray)  # as the analysis reads a scan; no BUSI or BUS-BRA scan has a frame
+        if region:
+            gray, mask = region.crop(gray), region.crop(mask)
         images[k] = resize_scan(gray, size)
-        masks[k] = resize_mask(load_mask(case.mask_paths, gray.shape), size)
+        masks[k] = resize_mask(mask, size)
     return CaseArrays(tuple(c.case_id for c in cases), tuple(c.source for c in cases),
                       tuple((groups or {}).get(c.case_id, c.group_id) for c in cases),
                       np.array([CLASSES.index(c.label) for c in cases]), images, masks)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from models.inference.measure import Measurements, measure
 from models.inference.postprocess import clean_mask
 from models.inference.review import review_reasons
 from models.inference.runtime import Runner, check_backend, make_runner
+from models.field_of_view import Region
 from models.inference.scan import Scan
 from models.preprocess import resize_map, to_input
 from models.weights import WEIGHTS_DIR, Manifest
@@ -45,6 +46,7 @@ class Analysis:
     measurements: Measurements | None
     threshold: float
     model_versions: dict[str, str]  # model -> first 12 hex of its weights' sha256
+    region: Region | None = None  # the imaging region the models read (None: the whole scan)
 
 
 
@@ -126,7 +128,7 @@ class Analyzer:
     def analyze(self, scan: Scan, timings: dict[str, float] | None = None) -> Analysis:
         """The full analysis of one scan; ``timings``, if given, receives seconds per stage."""
         clock = _Clock(timings)
-        gray = scan.gray
+        gray = scan.model_view  # the imaging region: the maps are computed there and placed back in the whole scan
         h, w = gray.shape
         inputs = self._inputs(gray)
         clock.lap("preprocess")
@@ -141,6 +143,9 @@ class Analyzer:
             maps[n] = resize_map(self._raw(n, inputs), (h, w))
             clock.lap(f"model {n}")
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
+        if scan.region:
+            maps = {n: scan.region.paste(m, scan.shape) for n, m in maps.items()}
+            lesion = scan.region.paste(lesion, scan.shape)
         clock.lap("fusion")
         mask = clean_mask(lesion > self.fusion.threshold)
         label = CLASSES[int(np.argmax(probs))]
@@ -157,11 +162,12 @@ class Analyzer:
             per_model={n: {c: float(v) for c, v in zip(CLASSES, p[0])} for n, p in per_model.items()},
             uncertainty=entropy, review=bool(reasons), review_reasons=tuple(reasons), mask=mask,
             lesion_probability=lesion, segmenter_maps=maps, measurements=measurements,
-            threshold=self.fusion.threshold, model_versions=self.model_versions())
+            threshold=self.fusion.threshold, model_versions=self.model_versions(), region=scan.region)
 
     def explain(self, scan: Scan, model: str, target_class: str | None = None, method: str = "Grad-CAM") -> Heatmap:
         """A Grad-CAM heatmap of one classifier (computed now, not part of ``analyze``)."""
         if model not in self.classifiers:
             raise ValueError(f"{model!r} is not a shipped classifier; choose one of {', '.join(self.classifiers)}")
         with self._lock:  # CAM hooks attach to the shared model; one at a time
-            return explain(self.model(model), get_spec(model), scan.gray, target_class, method)
+            heatmap = explain(self.model(model), get_spec(model), scan.model_view, target_class, method)
+        return replace(heatmap, cam=scan.region.paste(heatmap.cam, scan.shape)) if scan.region else heatmap

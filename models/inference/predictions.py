@@ -15,7 +15,7 @@ from models.inference.scan import read_scan, safe_stem
 
 COLUMNS = ["path", "label", "p_benign", "p_malignant", "p_normal", "uncertainty", "review", "review_reasons",
            "mask_path", "overlay_path", "lesion_area", "longest_diameter", "perpendicular_diameter",
-           "depth_to_width", "unit", "sha256", "error"]
+           "depth_to_width", "unit", "region", "sha256", "error"]
 
 
 def output_name(path: Path) -> str:
@@ -31,7 +31,12 @@ def row_for(path: Path, a: Analysis, mask_rel: str, overlay_rel: str) -> dict[st
             "lesion_area": f"{m.area:.2f}" if m else "0", "longest_diameter": f"{m.longest_diameter:.2f}" if m else "",
             "perpendicular_diameter": f"{m.perpendicular_diameter:.2f}" if m else "",
             "depth_to_width": f"{m.depth_to_width:.3f}" if m else "", "unit": m.unit if m else "",
-            "sha256": a.scan_sha256, "error": ""}
+            "region": region_text(a.region), "sha256": a.scan_sha256, "error": ""}
+
+
+def region_text(region) -> str:
+    """The imaging region the models read, ``top:bottom,left:right (source)``; empty for the whole scan."""
+    return "" if region is None else f"{region.top}:{region.bottom},{region.left}:{region.right} ({region.source})"
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:

@@ -2,7 +2,9 @@
 
 Every way a file can be unusable ends in ``ScanError`` with a ``kind`` and a message a person can
 act on; nothing else escapes. Pixel spacing comes from DICOM's ultrasound region calibration when
-present (else ``PixelSpacing``), so measurements can be given in mm.
+present (else ``PixelSpacing``), so measurements can be given in mm. When the file holds a frame around the
+scan (a screen capture: text, scales, colour bars), ``Scan.region`` is the imaging region the models read, from
+the DICOM ultrasound region or found in the pixels (``models.field_of_view``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.field_of_view import Region, checked, find_region
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # ~6300 x 6300; ultrasound frames are far smaller
@@ -48,6 +52,12 @@ class Scan:
     spacing_source: str | None = None  # "ultrasound region", "PixelSpacing"
     frame: int | None = None
     spacing_refused: str | None = None  # why a calibration in the file was not used (measurements in pixels)
+    region: Region | None = None  # the imaging region the models read when the file holds a frame around it
+
+    @property
+    def model_view(self) -> np.ndarray:
+        """What the models read: the imaging region, or the whole scan when there is no frame."""
+        return self.region.crop(self.gray) if self.region else self.gray
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -147,6 +157,18 @@ def _region_spacing(ds) -> tuple[float, float] | None:
     return float(best.PhysicalDeltaY) * 10.0, float(best.PhysicalDeltaX) * 10.0
 
 
+def _dicom_region(ds, shape: tuple[int, int]) -> Region | None:
+    """The largest 2D ultrasound region of the header, when it leaves a frame out of the image."""
+    boxes = [(r.get("RegionLocationMinY0"), r.get("RegionLocationMaxY1"), r.get("RegionLocationMinX0"),
+              r.get("RegionLocationMaxX1")) for r in ds.get("SequenceOfUltrasoundRegions", [])
+             if r.get("RegionSpatialFormat") == REGION_2D]
+    boxes = [tuple(int(v) for v in b) for b in boxes if all(v is not None for v in b) and b[0] < b[1] and b[2] < b[3]]
+    if not boxes:
+        return None
+    y0, y1, x0, x1 = max(boxes, key=lambda b: (b[1] - b[0]) * (b[3] - b[2]))
+    return checked(y0, y1 + 1, x0, x1 + 1, shape, "DICOM ultrasound region")  # the header's maxima are inclusive
+
+
 def _decoder_available(syntax) -> bool:
     from pydicom.pixels.decoders.base import get_decoder
 
@@ -172,7 +194,8 @@ def frame_count(source: str | Path | bytes) -> int:
         return 1
 
 
-def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, str, tuple | None, str | None, int | None]:
+def _read_dicom(data: bytes, name: str, frame: int | None
+                ) -> tuple[np.ndarray, str, tuple | None, str | None, int | None, Region | None]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
@@ -238,7 +261,11 @@ def _read_dicom(data: bytes, name: str, frame: int | None) -> tuple[np.ndarray, 
     except (TypeError, ValueError, IndexError, AttributeError) as exc:  # a malformed calibration, not a bad image
         spacing, source = (math.nan, math.nan), f"the calibration ({type(exc).__name__}: {exc})"
     mode = f"{photometric} {bits}-bit"
-    return arr, mode, spacing, source if spacing else None, frame
+    try:
+        region = _dicom_region(ds, arr.shape[:2])
+    except (TypeError, ValueError, AttributeError):  # malformed bounds: the frame is looked for in the pixels instead
+        region = None
+    return arr, mode, spacing, source if spacing else None, frame, region
 
 
 def _checked_spacing(spacing: tuple[float, float] | None, source: str | None
@@ -275,13 +302,13 @@ def read_scan(source: str | Path | bytes, name: str | None = None, frame: int | 
     digest = hashlib.sha256(data).hexdigest()
     try:
         if _is_dicom(data):
-            arr, mode, spacing, spacing_source, frame = _read_dicom(data, name, frame)
+            arr, mode, spacing, spacing_source, frame, region = _read_dicom(data, name, frame)
             fmt = "DICOM"
         else:
             if frame not in (None, 0):
                 raise ScanError("bad_frame", name, f"frame {frame} asked for, but this is a single image")
             arr, fmt, mode = _read_raster(data, name)
-            spacing = spacing_source = None
+            spacing = spacing_source = region = None
             frame = None
     except ScanError:
         raise
@@ -296,4 +323,5 @@ def read_scan(source: str | Path | bytes, name: str | None = None, frame: int | 
     spacing, spacing_source, refused = _checked_spacing(spacing, spacing_source)
     gray, display = _views(np.ascontiguousarray(arr))
     return Scan(name=name, gray=gray, display=display, sha256=digest, format=fmt, mode=mode,
-                spacing_mm=spacing, spacing_source=spacing_source, frame=frame, spacing_refused=refused)
+                spacing_mm=spacing, spacing_source=spacing_source, frame=frame, spacing_refused=refused,
+                region=region or find_region(gray))

@@ -5,7 +5,9 @@ import pytest
 
 from models.data.audit import build_report, run_audit
 from models.data.grouping import duplicate_groups, duplicate_pairs
+from models.data.images import load_gray
 from models.data.splits import DEFAULT_SPLIT, load_split, verify
+from models.field_of_view import find_region
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +56,10 @@ def test_committed_split_keeps_duplicates_and_patients_on_one_side(real):
     assert len(by_patient) == 1064 and all(len(s) == 1 for s in by_patient.values())
     test_fold = {c.case_id for c in real.cases if c.meta.get("kfold5") == "5"}
     assert {side[c] for c in test_fold} == {"test"}
+
+
+def test_no_released_scan_has_a_screen_frame(real):
+    """BUSI and BUS-BRA were released cropped to the scan: ``find_region`` reads every one of them whole, so the
+    region crop changes nothing the models were trained or validated on (``models/field_of_view.py``)."""
+    framed = [c.case_id for r in real.reads for c in r.cases if find_region(load_gray(c.image_path)) is not None]
+    assert framed == []

@@ -94,7 +94,7 @@ def view(session: ReviewSession, fill: bool = True, contour: bool = True, opacit
     base = cv2.resize(scan.display, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     if show_cam and session.cam is not None:  # a new scan has no map until Explain is pressed
         base = heatmap_overlay(base, cv2.resize(session.cam, size, interpolation=cv2.INTER_LINEAR), opacity)
-    return canvas.draw(base, state(session), fill, contour, opacity, session.ruler)
+    return canvas.draw(base, state(session), fill, contour, opacity, session.ruler, scan.region)
 
 
 def measurements(session: ReviewSession) -> str:

@@ -1,7 +1,7 @@
 """What a screen-capture frame costs the shipped ensemble, and what reading only the imaging region recovers
 (``models/field_of_view.py``; results in `reports/scan_region.md`).
 
-    python reports/scan_region.py      # about 10 minutes on the 2 cores; writes reports/scan_region.md
+    python reports/scan_region.py      # about 12 minutes on the 2 cores; writes reports/scan_region.md
 
 BUSI and BUS-BRA were released cropped to the scan; scanners the models never saw are often exported with their
 screen around the scan. No such capture is in the project, so each validation scan of both sources is put inside a
@@ -19,6 +19,10 @@ a false lesion, 95% group-bootstrap intervals; the paired difference region - wh
 captures where a region was found and the mean IoU of that region with where the scan was put. A synthetic screen
 is a proxy: real ones vary more (colour bars, thumbnails, text over the image), so these figures show the mechanism,
 not a measured cross-site gain.
+
+A second table takes a capture apart on BUSI's validation scans (the source with normal scans): a black frame alone,
+the scan shrunk within its own size, scanner text and caliper crosses on the scan itself, each read whole and read as
+``read_scan`` reads it.
 """
 from __future__ import annotations
 
@@ -73,6 +77,77 @@ def screen_capture(gray: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
         screen[ty:ty + 2, min(big_w - 1, left + w + 3):min(big_w, left + w + 9)] = 255
     ok, jpeg = cv2.imencode(".jpg", screen, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE), (top, top + h, left, left + w)
+
+
+def black_frame(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scan on a black screen, nothing else: the scale and the border, without text."""
+    h, w = gray.shape
+    out = np.zeros((int(h * 1.4), int(w * 1.55)), np.uint8)
+    top, left = int(0.1 * out.shape[0]), int(0.15 * out.shape[1])
+    out[top:top + h, left:left + w] = gray
+    return out
+
+
+def shrunk(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scan at 70% of its size, at the top of a black image of its own size (a deeper setting's look)."""
+    h, w = gray.shape
+    small = cv2.resize(gray, (int(w * 0.7), int(h * 0.7)), interpolation=cv2.INTER_AREA)
+    out = np.zeros_like(gray)
+    left = (w - small.shape[1]) // 2
+    out[:small.shape[0], left:left + small.shape[1]] = small
+    return out
+
+
+def text_on_scan(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Three lines of scanner text burned into the scan's top left, at the scan's own size."""
+    out, (h, w) = gray.copy(), gray.shape
+    scale = max(h, w) / 800
+    for k, line in enumerate(rng.choice(TEXT, 3, replace=False)):
+        cv2.putText(out, str(line), (int(0.05 * w), int(0.08 * h + k * 30 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.8 * scale, 230, 1)
+    return out
+
+
+def calipers(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two caliper crosses in the scan's middle, as a sonographer's measurement leaves them."""
+    out, (h, w) = gray.copy(), gray.shape
+    size = max(6, int(max(h, w) / 40))
+    for _ in range(2):
+        cv2.drawMarker(out, (int(rng.uniform(0.3, 0.7) * w), int(rng.uniform(0.3, 0.7) * h)), 255,
+                       cv2.MARKER_CROSS, size, 1)
+    return out
+
+
+PARTS = {"black frame, no text": black_frame, "scan shrunk to 70%, black around it": shrunk,
+         "scanner text on the scan": text_on_scan, "two caliper crosses on the scan": calipers}
+
+
+def parts(analyzer: Analyzer, cases, groups) -> list[str]:
+    """Which part of a capture costs what: each alteration alone, read whole and read as ``read_scan`` reads it."""
+    y = [c.label for c in cases]
+    probs: dict[tuple[str, str], list] = {}
+    for k, case in enumerate(tqdm(cases, desc="parts", unit="scan")):
+        gray = load_gray(case.image_path)
+        for name, alter in {"none (the scan)": lambda g, r: g, **PARTS}.items():
+            image = alter(gray, np.random.default_rng(k))
+            for read, region in (("whole", None), ("as read_scan reads it", find_region(image))):
+                if name.startswith("none") and read != "whole":
+                    continue
+                a = analyzer.analyze(as_scan(image, case.case_id, region))
+                probs.setdefault((name, read), []).append([a.probabilities[c] for c in CLASSES])
+    lines = [f"### What in a capture costs what ({cases[0].source} val, {len(cases)} scans)", "",
+             "Each alteration alone. *As read_scan reads it*: the region ``find_region`` finds (none for marks on "
+             "the scan itself, which is then read whole).", "",
+             "| alteration | read | macro-F1 | malignant AUC | normal recall | calls: benign / malignant / normal |",
+             "|---|---|---|---|---|---|"]
+    for (name, read), p in probs.items():
+        p = np.array(p)
+        s = classification_metrics(y, p, groups=groups).scores
+        calls = " / ".join(str(int((p.argmax(1) == j).sum())) for j in range(len(CLASSES)))
+        lines.append(f"| {name} | {read} | {s['macro_f1']} | {s['malignant_auc']} | {defined(s.get('normal_recall'))} "
+                     f"| {calls} |")
+    truth = " / ".join(str(y.count(c)) for c in CLASSES)
+    return lines + ["", f"True classes: {truth} (benign / malignant / normal).", ""]
 
 
 def as_scan(gray: np.ndarray, name: str, region) -> Scan:
@@ -159,7 +234,10 @@ def main() -> int:
              "reads: the script's docstring.", ""]
     for source in ("busi", "busbra"):
         chosen = split.select([c for c in cases if c.source == source], "val")
-        lines += evaluate_source(analyzer, chosen, [split.groups.get(c.case_id, c.group_id) for c in chosen])
+        groups = [split.groups.get(c.case_id, c.group_id) for c in chosen]
+        lines += evaluate_source(analyzer, chosen, groups)
+        if source == "busi":  # the source with normal scans
+            lines += parts(analyzer, chosen, groups)
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

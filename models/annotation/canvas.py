@@ -4,6 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models.field_of_view import Region
 from models.inference.overlay import overlay_mask
 
 from .editing import LESION_RGB
@@ -12,6 +13,7 @@ from .lesions import LesionMasks
 BOX_RGB = (255, 220, 0)
 ADD_RGB, REMOVE_RGB = (0, 255, 120), (255, 60, 60)
 RULER_RGB = (80, 200, 255)
+REGION_RGB = (160, 160, 160)  # the imaging region the models read, in a screen capture
 
 
 def lesion_colour(k: int) -> tuple[int, int, int]:
@@ -19,14 +21,18 @@ def lesion_colour(k: int) -> tuple[int, int, int]:
 
 
 def draw(base_rgb: np.ndarray, state: LesionMasks, fill: bool = True, contour: bool = True, opacity: float = 0.35,
-         ruler: list[tuple[float, float]] | None = None) -> np.ndarray:
+         ruler: list[tuple[float, float]] | None = None, region: Region | None = None) -> np.ndarray:
     """``base_rgb`` (the scan, or the scan under Grad-CAM, at the scan's size or scaled for display) with every
-    lesion in its colour (the active one outlined thicker), the box and clicks of the active lesion, and the ruler's
-    points, all drawn at ``base_rgb``'s size: lines stay sharp on a scaled view."""
+    lesion in its colour (the active one outlined thicker), the box and clicks of the active lesion, the ruler's
+    points and, in a screen capture, the outline of the region the models read, all drawn at ``base_rgb``'s size:
+    lines stay sharp on a scaled view."""
     out = np.ascontiguousarray(base_rgb[..., :3], np.uint8)
     scale = out.shape[1] / state.shape[1]
     side = max(out.shape[:2])
     thin = max(1, round(side / 300))
+    if region is not None:
+        cv2.rectangle(out, (int(region.left * scale), int(region.top * scale)),
+                      (int(region.right * scale) - 1, int(region.bottom * scale) - 1), REGION_RGB, thin)
     for k, mask in enumerate(state.lesions):
         if mask.shape != out.shape[:2]:
             mask = cv2.resize(mask.astype(np.uint8), (out.shape[1], out.shape[0]), interpolation=cv2.INTER_NEAREST) > 0

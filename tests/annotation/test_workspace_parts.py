@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from models.annotation import canvas, editing, export, spacing
+from models.field_of_view import Region
 from models.annotation.lesions import MAX_HISTORY, LesionMasks
 from models.annotation.prompts import Click
 from tests.annotation.test_export import disc, make_scan
@@ -127,3 +128,16 @@ def test_the_canvas_shows_each_lesion_in_its_colour_and_the_prompt():
         return np.abs(pixel.astype(int) - rgb).max() < 40
     assert near(out[60, 120], canvas.REMOVE_RGB) and near(out[40, 40], canvas.BOX_RGB)
     assert near(out[50, 5], canvas.RULER_RGB)
+
+
+def test_the_canvas_outlines_the_region_the_models_read():
+    scan = make_scan(shape=(120, 160))
+    s = LesionMasks.from_mask(np.zeros(scan.shape, bool))
+    region = Region(10, 100, 20, 140, "frame detected")
+    plain = canvas.draw(np.zeros_like(scan.display), s)
+    out = canvas.draw(np.zeros_like(scan.display), s, region=region)
+    assert not plain.any()
+    assert tuple(out[10, 80]) == tuple(out[99, 80]) == tuple(out[50, 20]) == tuple(out[50, 139]) == canvas.REGION_RGB
+    assert not out[50, 80].any() and not out[5, 80].any()  # inside and outside stay as they were
+    half = canvas.draw(np.zeros((60, 80, 3), np.uint8), s, region=region)  # a view at half size
+    assert tuple(half[5, 40]) == canvas.REGION_RGB and tuple(half[49, 40]) == canvas.REGION_RGB

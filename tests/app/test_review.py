@@ -49,6 +49,30 @@ def test_analyze_an_example_and_views(session):
     assert set(data["probabilities"]) == {"benign", "malignant", "normal"} and data["scan"] == s.scan.name
 
 
+def test_a_screen_capture_is_read_as_its_region_and_the_review_says_so(session, tmp_path):
+    """An example inside a synthetic scanner screen: the verdict names the region, the summary carries it and the
+    canvas outlines it; the mask lies inside it."""
+    from app import workspace
+    from tests.inference.test_scan_region import framed
+    gray = np.asarray(Image.open(review.examples()[0]).convert("L"))
+    screen, (t, b, l, r) = framed(gray)
+    Image.fromarray(screen).save(tmp_path / "capture.png")
+    s = review.open_scan(str(tmp_path / "capture.png"), session)
+    a = s.analysis
+    assert a.region is not None and abs(a.region.top - t) <= 3 and abs(a.region.left - l) <= 3
+    assert "the frame around it was left out" in review.verdict_markdown(a)
+    assert review.summary(a)["region"]["source"] == "frame detected"
+    assert not a.mask[:a.region.top].any() and not a.mask[:, :a.region.left].any()
+    plain = review.open_scan(review.examples()[0], session).analysis
+    assert plain.region is None and "frame" not in review.verdict_markdown(plain)
+    assert review.summary(plain)["region"] is None
+    s = review.open_scan(str(tmp_path / "capture.png"), session)
+    workspace.clear(s)  # the untrained models' mask fills the region, and lesions are drawn over its outline
+    view = workspace.view(s, fill=False, contour=False)
+    k = review.canvas_scale(s.scan.shape)
+    assert (view[int(a.region.top * k), int((a.region.left + a.region.right) / 2 * k)] == (160, 160, 160)).all()
+
+
 def test_editor_round_trip_and_tools(session):
     s = review.open_scan(review.examples()[1], session)
     value = review.editor_start(s)

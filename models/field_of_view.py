@@ -73,11 +73,12 @@ def checked(top: int, bottom: int, left: int, right: int, shape: tuple[int, int]
     return Region(top, bottom, left, right, source)
 
 
-def frame_level(gray: np.ndarray) -> int | None:
-    """The frame's grey level when at least ``FLAT_EDGES`` of the four edges are flat at it, else None."""
-    h, w = gray.shape
+def frame_level(filtered: np.ndarray) -> int | None:
+    """The frame's grey level when at least ``FLAT_EDGES`` of the four edges of a median-filtered image are flat at
+    it, else None (filtered: JPEG noise around a frame's text is not content)."""
+    h, w = filtered.shape
     b = max(2, int(round(EDGE_BAND * min(h, w))))
-    edges = (gray[:b], gray[-b:], gray[:, :b], gray[:, -b:])
+    edges = (filtered[:b], filtered[-b:], filtered[:, :b], filtered[:, -b:])
     level = int(np.bincount(np.concatenate([e.ravel() for e in edges]), minlength=256).argmax())
     flat = sum(float((np.abs(e.astype(np.int16) - level) <= FLAT_TOLERANCE).mean()) >= FLAT_EDGE_SHARE for e in edges)
     return level if flat >= FLAT_EDGES else None
@@ -85,11 +86,12 @@ def frame_level(gray: np.ndarray) -> int | None:
 
 def find_region(gray: np.ndarray) -> Region | None:
     """The imaging region of a grayscale uint8 image inside a flat frame, or None (no frame: read it whole)."""
-    level = frame_level(gray)
+    filtered = cv2.medianBlur(gray, 5)
+    level = frame_level(filtered)
     if level is None:
         return None
     h, w = gray.shape
-    differs = (np.abs(cv2.medianBlur(gray, 5).astype(np.int16) - level) > FLAT_TOLERANCE).astype(np.uint8)
+    differs = (np.abs(filtered.astype(np.int16) - level) > FLAT_TOLERANCE).astype(np.uint8)
     k = max(3, int(round(OPENING * min(h, w))) | 1)
     content = cv2.morphologyEx(differs, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     n, _, stats, _ = cv2.connectedComponentsWithStats(content, connectivity=8)

@@ -65,6 +65,17 @@ def test_the_region_inside_a_frame_is_the_scan(level):
     assert abs(region.left - l) <= 3 and abs(region.right - r) <= 3  # text, logo and ticks left out
 
 
+def test_a_heavily_compressed_capture_still_has_its_frame_found():
+    """JPEG at quality 30 rings around the frame's text, close to the edges: the edges are judged filtered."""
+    screen, (t, b, l, r) = framed(speckle(), top=30, left=80)
+    for k, line in enumerate(("PWR 100%", "SMP", "RIGHT 10:00")):  # text running along the top and left edges
+        cv2.putText(screen, line, (1 + 120 * k, 9), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1)
+        cv2.putText(screen, line, (1, 60 + 40 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.3, 255, 1)
+    ok, data = cv2.imencode(".jpg", screen, [cv2.IMWRITE_JPEG_QUALITY, 30])
+    region = find_region(cv2.imdecode(data, cv2.IMREAD_GRAYSCALE))
+    assert region is not None and abs(region.top - t) <= 4 and abs(region.left - l) <= 4
+
+
 def test_a_dark_band_across_the_scan_does_not_end_the_region():
     """A large cyst or a shadow across the scan: the tissue below it is still read."""
     screen, (t, b, l, r) = framed(speckle(dark_rows=(90, 150)))

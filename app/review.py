@@ -310,7 +310,8 @@ def cam_view(session: ReviewSession, model: str, target: str, method: str, opaci
     except ValueError as exc:
         raise ReviewError(str(exc)) from exc
     session.cam = heat.cam.astype(np.float32)
-    return heatmap_overlay(view_of(scan.display), view_of(heat.cam.astype(np.float32)), opacity)
+    inside = view_of(scan.region.inside(scan.shape).astype(np.uint8), nearest=True) > 0 if scan.region else None
+    return heatmap_overlay(view_of(scan.display), view_of(heat.cam.astype(np.float32)), opacity, inside)
 
 
 def editor_start(session: ReviewSession) -> dict:

@@ -93,7 +93,9 @@ def view(session: ReviewSession, fill: bool = True, contour: bool = True, opacit
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     base = cv2.resize(scan.display, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     if show_cam and session.cam is not None:  # a new scan has no map until Explain is pressed
-        base = heatmap_overlay(base, cv2.resize(session.cam, size, interpolation=cv2.INTER_LINEAR), opacity)
+        inside = (cv2.resize(scan.region.inside(scan.shape).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+                  > 0 if scan.region else None)
+        base = heatmap_overlay(base, cv2.resize(session.cam, size, interpolation=cv2.INTER_LINEAR), opacity, inside)
     return canvas.draw(base, state(session), fill, contour, opacity, session.ruler, scan.region)
 
 

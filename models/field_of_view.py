@@ -9,9 +9,9 @@ that costs on validation scans put inside synthetic screens, and what cropping r
 ``find_region`` is deliberately conservative. A frame is a flat background (one grey level, JPEG noise allowed) on at
 least three of the image's four edges; a scan cropped to the tissue has speckle on its top and side edges, so it is
 left whole. Inside a frame, the region is the bounding box of the largest non-background component once text and
-thin lines are opened away, extended down to the last row with any content under it: a dark band across the scan
-(a large cyst, shadowing) must not end the region. Deep rows as dark and flat as the frame itself cannot be told
-from it and are left out with it.
+thin lines are opened away, joined by the components above and below it under the same columns (a dark band across
+the scan, a large cyst or shadowing, must not end the region) and by the faint rows that follow on below it.
+Deep rows as dark and flat as the frame itself cannot be told from it and are left out with it.
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ FLAT_EDGE_SHARE = 0.9  # an edge is frame when this share of its band is at the 
 FLAT_EDGES = 3  # edges that must be frame: a cropped scan's dark bottom edge alone is not a frame
 OPENING = 0.02  # the opening that removes text, ticks and lines, as a share of the shorter side
 MIN_REGION = 0.10  # a region smaller than this share of the image is not trusted (a dark or empty scan)
-ROW_CONTENT = 0.01  # a row under the scan with this share of its pixels off the frame's level is still scan
+SAME_SCAN_OVERLAP = 0.5  # a component under this share of the largest one's columns is part of the same scan
+ROW_CONTENT = 0.01  # a row just under the scan with this share of its pixels off the frame's level is still scan
+FAR_FIELD_GAP = 0.03  # ... when no more than this share of the image's height lies between it and the scan
 MIN_MARGIN = 0.03  # a frame thinner than this share of the image on every side is left alone
 
 
@@ -55,10 +57,14 @@ class Region:
         out[self.top:self.bottom, self.left:self.right] = values
         return out
 
+    def inside(self, shape: tuple[int, int]) -> np.ndarray:
+        """A bool array of the whole image's ``shape``, True on the region."""
+        return self.paste(np.ones(self.shape, bool), shape)
+
     def describe(self, shape: tuple[int, int]) -> str:
         h, w = shape
         share = self.shape[0] * self.shape[1] / max(h * w, 1)
-        return (f"the models read the scan region, rows {self.top}-{self.bottom} and columns {self.left}-{self.right} "
+        return (f"the models read the scan region, rows {self.top}-{self.bottom - 1} and columns {self.left}-{self.right - 1} "
                 f"({share:.0%} of the image, {self.source}); the frame around it was left out")
 
 
@@ -98,8 +104,18 @@ def find_region(gray: np.ndarray) -> Region | None:
     if n <= 1:
         return None
     x, y, bw, bh = (int(v) for v in stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), :4])
-    # Dark depths (a cyst across the scan, shadowing, the far field) can cut the scan's component off above its
-    # real bottom edge: the region goes down to the last row, under the scan's columns, with any content in it.
-    rows = np.flatnonzero(differs[:, x:x + bw].mean(1) >= ROW_CONTENT)
-    bottom = max(y + bh, int(rows[-1]) + 1) if len(rows) else y + bh
-    return checked(y, bottom, x, x + bw, (h, w), "frame detected")
+    # A dark band across the scan (a large cyst, shadowing) splits it into components one above the other: those
+    # under most of the largest one's columns are the same scan. Text, even under the scan, was opened away.
+    top, bottom = y, y + bh
+    for cx, cy, cw, ch in stats[1:, :4]:
+        if min(x + bw, cx + cw) - max(x, cx) >= SAME_SCAN_OVERLAP * bw:
+            top, bottom = min(top, int(cy)), max(bottom, int(cy + ch))
+    # A faint far field is opened away too: rows under the scan that go on having content, with gaps no taller
+    # than FAR_FIELD_GAP, are still the scan; text further down is not.
+    rows = differs[:, x:x + bw].mean(1) >= ROW_CONTENT
+    gap, r = max(2, int(round(FAR_FIELD_GAP * h))), bottom
+    while r < h and r - bottom < gap:
+        if rows[r]:
+            bottom = r + 1
+        r += 1
+    return checked(top, bottom, x, x + bw, (h, w), "frame detected")

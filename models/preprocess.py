@@ -50,6 +50,15 @@ def to_input(gray: np.ndarray, spec: ModelSpec) -> torch.Tensor:
     return normalize(torch.from_numpy(resize_scan(gray, spec.input_size))[None], spec)
 
 
+def read_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """A case's scan and lesion mask as the models read them: inside a screen capture's frame, its imaging region
+    (``models.field_of_view``, as ``read_scan`` finds it; no BUSI or BUS-BRA scan has a frame)."""
+    gray = load_gray(case.image_path)
+    mask = load_mask(case.mask_paths, gray.shape)
+    region = find_region(gray)
+    return (region.crop(gray), region.crop(mask)) if region else (gray, mask)
+
+
 @dataclass(frozen=True)
 class CaseArrays:
     """Cases decoded and resized once for training: scans, masks, labels, groups."""
@@ -70,11 +79,7 @@ def decode_cases(cases: Sequence[Case], size: int, groups: dict[str, str] | None
     images = np.empty((len(cases), size, size), np.uint8)
     masks = np.empty((len(cases), size, size), bool)
     for k, case in enumerate(tqdm(cases, desc=f"decoding at {size} px", unit="scan", disable=not progress)):
-        gray = load_gray(case.image_path)
-        mask = load_mask(case.mask_paths, gray.shape)
-        region = find_region(gray)  # as the analysis reads a scan; no BUSI or BUS-BRA scan has a frame
-        if region:
-            gray, mask = region.crop(gray), region.crop(mask)
+        gray, mask = read_case(case)
         images[k] = resize_scan(gray, size)
         masks[k] = resize_mask(mask, size)
     return CaseArrays(tuple(c.case_id for c in cases), tuple(c.source for c in cases),

@@ -143,11 +143,11 @@ class Analyzer:
             maps[n] = resize_map(self._raw(n, inputs), (h, w))
             clock.lap(f"model {n}")
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
+        clock.lap("fusion")
+        mask = clean_mask(lesion > self.fusion.threshold)  # at the region's size: specks are judged against the scan
         if scan.region:
             maps = {n: scan.region.paste(m, scan.shape) for n, m in maps.items()}
-            lesion = scan.region.paste(lesion, scan.shape)
-        clock.lap("fusion")
-        mask = clean_mask(lesion > self.fusion.threshold)
+            lesion, mask = scan.region.paste(lesion, scan.shape), scan.region.paste(mask, scan.shape)
         label = CLASSES[int(np.argmax(probs))]
         entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum() / np.log(len(CLASSES)))
         # Votes of the members the ensemble listens to, each with its share of the ensemble's weight

@@ -52,7 +52,12 @@ def explain(model: nn.Module, spec: ModelSpec, gray: np.ndarray, target_class: s
     return Heatmap(spec.name, method, target_class, np.clip(full, 0, 1))
 
 
-def heatmap_overlay(display_rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.5) -> np.ndarray:
-    """The heatmap blended over the scan (RGB uint8)."""
+def heatmap_overlay(display_rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.5,
+                    inside: np.ndarray | None = None) -> np.ndarray:
+    """The heatmap blended over the scan (RGB uint8); with ``inside`` (bool, the view's size), only there: a screen
+    capture's frame, which the models did not read, keeps its own pixels."""
     base = display_rgb.astype(np.float32) / 255.0
-    return show_cam_on_image(base, cam, use_rgb=True, image_weight=1.0 - opacity)
+    out = show_cam_on_image(base, cam, use_rgb=True, image_weight=1.0 - opacity)
+    if inside is not None:
+        out[~inside] = display_rgb[..., :3][~inside]
+    return out

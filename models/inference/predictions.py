@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +41,19 @@ def region_text(region) -> str:
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of an earlier run, to resume it; none from a CSV written by an older version without all of
+    ``COLUMNS`` (its scans were read another way, e.g. whole where a screen capture's region is now read), so that
+    every scan is analysed again and one CSV never mixes the two."""
     if not csv_path.is_file():
         return []
     with open(csv_path, newline="") as fh:
-        return list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            print(f"{csv_path}: written by an older version (no {', '.join(missing)} column); every scan is "
+                  "analysed again", file=sys.stderr)
+            return []
+        return list(reader)
 
 
 def write_rows(csv_path: Path, rows: list[dict[str, str]]) -> None:

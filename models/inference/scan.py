@@ -263,7 +263,7 @@ def _read_dicom(data: bytes, name: str, frame: int | None
     mode = f"{photometric} {bits}-bit"
     try:
         region = _dicom_region(ds, arr.shape[:2])
-    except (TypeError, ValueError, AttributeError):  # malformed bounds: the frame is looked for in the pixels instead
+    except (TypeError, ValueError, AttributeError, OverflowError):  # malformed bounds: the pixels are searched instead
         region = None
     return arr, mode, spacing, source if spacing else None, frame, region
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.images import load_gray, load_mask
 from models.data.masks import dice_iou
 from models.data.records import CLASSES, Case
 from models.data.sources import DEFAULT_DATA_DIR
@@ -26,7 +25,7 @@ from models.inference.ensemble import ENSEMBLE, CasePredictions, Fusion, predict
 from models.inference.overlay import overlay_mask
 from models.inference.postprocess import clean_mask
 from models.inference.review import review_reasons
-from models.preprocess import resize_map
+from models.preprocess import read_case, resize_map
 from models.training.floors import FLOORS
 from models.training.metrics import (
     ClassificationMetrics,
@@ -105,7 +104,7 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
             cls[name] = classification_metrics(y, probs, groups=groups, average_over=present, n_boot=n_boot)
     seg: dict[str, SegmentationMetrics] = {}
     if preds.seg_probs:
-        truths = [load_mask(c.mask_paths, load_gray(c.image_path).shape) for c in cases]
+        truths = [read_case(c)[1] for c in cases]  # at the size the models read: a framed case's region
         maps = {**preds.seg_probs, ENSEMBLE: fusion.segment(preds.seg_probs)}
         for name, prob in maps.items():
             t = fusion.threshold if name == ENSEMBLE else seg_threshold_per_model
@@ -148,7 +147,7 @@ def worst_cases(cases: list[Case], preds: CasePredictions, fusion: Fusion, n: in
     for i, case in enumerate(cases):
         if not preds.masks[i].any():
             continue
-        truth = load_mask(case.mask_paths, load_gray(case.image_path).shape)
+        truth = read_case(case)[1]
         scored.append((dice_iou(resize_map(fused[i], truth.shape) > fusion.threshold, truth)[0], i))
     return sorted(scored)[:n]
 
@@ -165,8 +164,7 @@ def worst_gallery(cases: list[Case], preds: CasePredictions, fusion: Fusion, tit
     for ax in axes.flat:
         ax.axis("off")
     for ax, (dice, i) in zip(axes.flat, worst):
-        scan = load_gray(cases[i].image_path)
-        truth = load_mask(cases[i].mask_paths, scan.shape)
+        scan, truth = read_case(cases[i])
         pred = resize_map(fused[i], scan.shape) > fusion.threshold
         shown = overlay_mask(overlay_mask(scan, truth, (0, 200, 0), alpha=0), pred, (230, 40, 40), alpha=0.25)
         ax.imshow(shown)

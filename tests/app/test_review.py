@@ -63,6 +63,10 @@ def test_a_screen_capture_is_read_as_its_region_and_the_review_says_so(session, 
     assert "the frame around it was left out" in review.verdict_markdown(a)
     assert review.summary(a)["region"]["source"] == "frame detected"
     assert not a.mask[:a.region.top].any() and not a.mask[:, :a.region.left].any()
+    cam = review.cam_view(s, "resnet18", review.PREDICTED, "Grad-CAM")  # the frame keeps its own pixels
+    outside = ~a.region.inside(s.scan.shape)
+    assert np.array_equal(cam[outside], s.scan.display[outside]) and not np.array_equal(cam[~outside],
+                                                                                         s.scan.display[~outside])
     plain = review.open_scan(review.examples()[0], session).analysis
     assert plain.region is None and "frame" not in review.verdict_markdown(plain)
     assert review.summary(plain)["region"] is None

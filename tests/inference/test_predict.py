@@ -67,6 +67,24 @@ def test_resume_skips_what_is_done(tmp_path, inputs, weights_dir):
             assert r == first[r["path"]]  # earlier rows kept as they were
 
 
+def test_a_csv_from_an_older_version_is_redone_not_mixed(tmp_path, inputs, weights_dir, capsys):
+    out = tmp_path / "out"
+    analyzer = Analyzer(weights_dir)
+    files = predict.find_inputs([inputs])
+    predict.predict(files, out, analyzer, progress=False)
+    old = [{k: v for k, v in r.items() if k != "region"} for r in rows(out)]
+    with open(out / "predictions.csv", "w", newline="") as fh:  # as a version before the region column wrote it
+        w = csv.DictWriter(fh, fieldnames=[c for c in predict.COLUMNS if c != "region"])
+        w.writeheader()
+        w.writerows(old)
+    calls = []
+    original = analyzer.analyze
+    analyzer.analyze = lambda scan: calls.append(scan.name) or original(scan)
+    predict.predict(files, out, analyzer, progress=False)
+    assert len(calls) == sum(1 for f in files if f.name != "broken.png") and len(rows(out)) == len(files)
+    assert "region" in rows(out)[0] and "older version" in capsys.readouterr().err
+
+
 def test_sort_by_uncertainty_and_exit_codes(tmp_path, inputs, weights_dir, capsys):
     out = tmp_path / "out"
     assert predict.main([str(inputs), "--out", str(out), "--weights", str(weights_dir), "--sort", "uncertainty"]) == 0

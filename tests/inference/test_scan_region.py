@@ -13,7 +13,8 @@ from models.data.records import Case
 from models.field_of_view import Region, find_region
 from models.inference.analysis import Analyzer
 from models.inference.scan import read_scan
-from models.preprocess import decode_cases
+from models.preprocess import decode_cases, read_case
+from models.zoo import get_spec
 
 from tests.inference.test_analysis import ship_random
 from tests.inference.test_scan import dicom
@@ -83,6 +84,16 @@ def test_a_dark_band_across_the_scan_does_not_end_the_region():
     assert region is not None and abs(region.bottom - b) <= 3
 
 
+def test_text_under_the_scan_stays_out_and_a_dark_band_near_the_top_does_not_cut_the_scan():
+    screen, (t, b, l, r) = framed(speckle(), text=False)
+    cv2.putText(screen, "RIGHT BREAST 10:00 3CM FN", (l + 10, b + 40), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 2)
+    region = find_region(screen)
+    assert abs(region.bottom - b) <= 3 and abs(region.top - t) <= 3
+    screen, (t, b, l, r) = framed(speckle(dark_rows=(20, 90)), text=False)
+    region = find_region(screen)
+    assert abs(region.top - t) <= 3 and abs(region.bottom - b) <= 3
+
+
 def test_a_thin_frame_is_left_alone():
     screen, _ = framed(speckle(), top=3, left=4, text=False)
     assert find_region(screen[:-58, :-78]) is None  # 1-2% borders: not worth a crop
@@ -145,13 +156,45 @@ def test_the_analysis_reads_the_region_and_maps_back_to_the_whole_capture(analyz
     assert a.region == capture.region and b.region is None
     assert a.probabilities == pytest.approx(b.probabilities)
     assert a.mask.shape == capture.shape and np.array_equal(capture.region.crop(a.mask), b.mask)
-    outside = np.ones(capture.shape, bool)
-    outside[capture.region.top:capture.region.bottom, capture.region.left:capture.region.right] = False
+    outside = ~capture.region.inside(capture.shape)
     assert not a.mask[outside].any() and not a.lesion_probability[outside].any()
     assert all(m.shape == capture.shape and not m[outside].any() for m in a.segmenter_maps.values())
     heat = analyzer.explain(capture, "resnet18")
     assert heat.cam.shape == capture.shape and not heat.cam[outside].any()
     assert np.allclose(capture.region.crop(heat.cam), analyzer.explain(alone, "resnet18").cam, atol=1e-5)
+
+
+def test_specks_are_judged_against_the_scan_not_the_capture(analyzer, monkeypatch):
+    """A small lesion the analysis keeps on the scan alone is kept in its capture: the mask is cleaned at the
+    region's size (0.05% of a capture twice the scan's area would drop it)."""
+    screen, _ = framed(speckle(seed=2))
+    capture = read_scan(png(screen), name="capture.png")
+    alone = read_scan(png(capture.region.crop(screen)), name="scan.png")
+    raw = Analyzer._raw
+
+    def small_lesion(self, name, inputs):
+        out = raw(self, name, inputs)
+        if get_spec(name).task != "segment":
+            return out
+        blob, c, side = np.zeros_like(out), out.shape[0] // 2, round(0.028 * out.shape[0])  # 0.08% of the map
+        blob[c:c + side, c:c + side] = 1.0
+        return blob
+    monkeypatch.setattr(Analyzer, "_raw", small_lesion)
+    a, b = analyzer.analyze(capture), analyzer.analyze(alone)
+    assert b.mask.any() and np.array_equal(capture.region.crop(a.mask), b.mask)
+    assert b.mask.sum() < 0.0005 * capture.shape[0] * capture.shape[1]
+
+
+def test_a_dicom_region_with_impossible_bounds_leaves_the_frame_to_the_pixels():
+    from pydicom import dcmread
+    from pydicom.dataelem import DataElement
+    screen, (t, b, l, r) = framed(speckle(), text=False)
+    ds = dcmread(io.BytesIO(dicom(screen, region=True)))
+    ds.SequenceOfUltrasoundRegions[0]["RegionLocationMaxX1"] = DataElement(0x0018601C, "FD", float("inf"))
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    region = read_scan(buf.getvalue(), name="odd.dcm").region
+    assert region is not None and region.source == "frame detected" and region.top == t
 
 
 def test_training_decodes_a_framed_case_as_the_analysis_reads_it(tmp_path):
@@ -166,6 +209,8 @@ def test_training_decodes_a_framed_case_as_the_analysis_reads_it(tmp_path):
     expected = cv2.resize(region.crop(screen), (64, 64), interpolation=cv2.INTER_AREA)
     assert np.array_equal(arrays.images[0], expected)
     assert arrays.masks[0].mean() == pytest.approx((60 * 80) / (region.shape[0] * region.shape[1]), abs=0.02)
+    gray, mask = read_case(case)  # what evaluation scores the maps against
+    assert gray.shape == mask.shape == region.shape and mask.sum() == 60 * 80
 
 
 def test_the_report_puts_the_scan_where_it_says():

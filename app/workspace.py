@@ -13,7 +13,7 @@ import numpy as np
 
 from models.annotation import canvas, editing, spacing
 from models.annotation.lesions import LesionMasks
-from models.annotation.prompts import Click, Prompt, PromptError, PromptSegmenter, mask_logits
+from models.annotation.prompts import Click, Prompt, PromptError, PromptSegmenter, in_region, mask_logits
 from models.inference.explain import heatmap_overlay
 from models.inference.measure import measure
 
@@ -55,7 +55,7 @@ def warm_up() -> None:
 
 def start_embedding(session: ReviewSession) -> None:
     """Compute the scan's image embedding in the background while the person reads the analysis."""
-    session.embedding = _embedder.submit(lambda g: segmenter().embed(g), session.scan.gray)
+    session.embedding = _embedder.submit(lambda g: segmenter().embed(g), session.scan.model_view)
 
 
 def _embedding(session: ReviewSession):
@@ -138,7 +138,9 @@ def click(session: ReviewSession, tool: str, index: tuple[int, int] | list[int])
         clicks = (*s.clicks, Click(x, y, tool == ADD))
         base = s.last.base if s.last is not None else None
         if base is None and s.active < len(s.lesions):  # a lesion drawn another way: its mask is the base
-            base = mask_logits(s.lesions[s.active], _embedding(session))
+            region = session.scan.region
+            lesion = s.lesions[s.active]
+            base = mask_logits(region.crop(lesion) if region else lesion, _embedding(session))
         if base is None:
             raise ReviewError("Draw a box around the lesion first (B), then click to add or remove.")
         return _prompt(session, s, Prompt(clicks=clicks), base)
@@ -146,14 +148,16 @@ def click(session: ReviewSession, tool: str, index: tuple[int, int] | list[int])
 
 
 def _prompt(session: ReviewSession, s: LesionMasks, prompt: Prompt, base=None) -> str:
+    region = session.scan.region  # the embedding is of the region a screen capture's models read
     try:
-        result = segmenter().segment(_embedding(session), prompt, base)
+        result = segmenter().segment(_embedding(session), in_region(prompt, region), base)
     except PromptError as exc:
         s.corner = None
         raise ReviewError(_sentence(exc)) from exc
     box = prompt.box if prompt.box is not None else s.box
-    s.set_active(result.mask, keep_prompt=True)
-    if not result.mask.any():  # the lesion is gone: the next prompt starts a new one, not on its neighbour
+    mask = region.paste(result.mask, session.scan.shape) if region else result.mask
+    s.set_active(mask, keep_prompt=True)
+    if not mask.any():  # the lesion is gone: the next prompt starts a new one, not on its neighbour
         s.new_lesion()
         return ("No lesion in that box: draw it around the lesion, or paint it." if prompt.box is not None
                 else "The lesion is removed (Z to undo).")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from models.inference.postprocess import clean_mask
 from models.inference.runtime import check_backend, onnx_runner
 from models.data.paths import REPO
+from models.field_of_view import Region
 from models.weights import Manifest, WeightsError, sha256_file
 
 SIZE = 256  # LiteMedSAM's input side
@@ -73,6 +74,21 @@ class PromptResult:
 MASK_LOGIT = 6.0  # a mask as logits: +6 inside, -6 outside (sigmoid 0.998), blurred over a pixel
 CLICK_MARGIN = 4.0  # a click's Gaussian is this much higher than the logit it must flip
 MIN_REACH = 3.0  # model-frame pixels: the least reach of a click
+
+
+def in_region(prompt: Prompt, region: Region | None) -> Prompt:
+    """``prompt`` (whole-image pixels) in the pixels of a screen capture's imaging region, the image an embedding of
+    ``Scan.model_view`` was computed on; unchanged without a region."""
+    if region is None:
+        return prompt
+    dx, dy = region.left, region.top
+    h, w = region.shape
+    if any(not (0 <= c.x - dx < w and 0 <= c.y - dy < h) for c in prompt.clicks):
+        raise PromptError("that click is outside the scan: click inside the grey outline (the frame around it is "
+                          "not read)")
+    box = None if prompt.box is None else (prompt.box[0] - dx, prompt.box[1] - dy, prompt.box[2] - dx,
+                                           prompt.box[3] - dy)
+    return Prompt(box, tuple(Click(c.x - dx, c.y - dy, c.positive) for c in prompt.clicks))
 
 
 def to_frame(mask: np.ndarray, embedding: Embedding) -> np.ndarray:

@@ -127,3 +127,17 @@ def test_the_checkpoint_is_checked_against_the_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "models": {}}))
     with pytest.raises(WeightsError, match="no 'packages.litemedsam' entry"):
         prompts.verified_checkpoint(str(tmp_path))
+
+
+def test_prompts_move_into_a_screen_captures_region():
+    from models.annotation.prompts import in_region
+    from models.field_of_view import Region
+    region = Region(40, 260, 90, 390, "frame detected")
+    prompt = Prompt(box=(100.0, 50.0, 200.0, 150.0), clicks=(Click(120.0, 60.0, False),))
+    moved = in_region(prompt, region)
+    assert moved.box == (10.0, 10.0, 110.0, 110.0) and moved.clicks == (Click(30.0, 20.0, False),)
+    assert in_region(prompt, None) is prompt
+    with pytest.raises(PromptError, match="outside the scan"):
+        in_region(Prompt(clicks=(Click(89.0, 100.0),)), region)
+    with pytest.raises(PromptError, match="outside the scan"):
+        in_region(Prompt(clicks=(Click(100.0, 260.0),)), region)  # the region's bottom row is 259

@@ -198,3 +198,35 @@ def test_edits_draw_the_canvas_while_they_hold_the_session(session, monkeypatch)
     s.tool = workspace.BRUSH
     ui.choose_tool(s, workspace.BOX, workspace.editor_value(s), True, True, 0.35, False)
     assert drawn == [True] * 5 and held.depth == 0
+
+
+def test_prompts_on_a_screen_capture_work_on_its_region(session, tmp_path):  # noqa: F811
+    """LiteMedSAM embeds the region the models read: a box on the capture gives the box's mask on the scan alone,
+    placed back; a click in the frame is refused by name."""
+    from PIL import Image
+
+    from tests.inference.test_scan_region import framed
+    gray = np.asarray(Image.open(review.examples()[1]).convert("L"))
+    screen, _ = framed(gray)
+    Image.fromarray(screen).save(tmp_path / "capture.png")
+    s = review.open_scan(str(tmp_path / "capture.png"), session)
+    region = s.scan.region
+    Image.fromarray(region.crop(screen)).save(tmp_path / "alone.png")
+    h, w = region.shape
+    box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+
+    def boxed(s, dx, dy):
+        workspace.start_embedding(s)
+        workspace.clear(s)
+        workspace.click(s, workspace.BOX, at(s, box[0] + dx, box[1] + dy))
+        workspace.click(s, workspace.BOX, at(s, box[2] + dx, box[3] + dy))
+        return workspace.state(s).lesions[0].copy()
+    on_capture = boxed(s, region.left, region.top)
+    assert on_capture.shape == s.scan.shape and on_capture.any() and not on_capture[~region.inside(s.scan.shape)].any()
+    with pytest.raises(review.ReviewError, match="outside the scan"):
+        workspace.click(s, workspace.ADD, at(s, 2, 2))
+    alone = review.open_scan(str(tmp_path / "alone.png"), session)
+    assert alone.scan.region is None
+    from models.data.masks import dice_iou
+    # the same box, up to where each canvas's scale rounds a click
+    assert dice_iou(region.crop(on_capture), boxed(alone, 0, 0))[0] > 0.97

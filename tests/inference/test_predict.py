@@ -1,5 +1,6 @@
 """The batch pre-annotation CLI: CSV contract, exact-size masks, bad files, resume, review-queue order."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,21 @@ def test_a_file_that_breaks_the_analysis_is_its_own_error_row_and_the_run_goes_o
     monkeypatch.setattr(engine, "analyze", real)  # fixed: a rerun retries the failed file only
     again = predict.predict(predict.find_inputs([inputs]), out, engine, progress=False)
     assert [r for r in again if r["path"].endswith("scan 0.png")][0]["error"] == ""
+
+
+def test_a_screen_capture_row_names_its_region_and_its_mask_covers_the_capture(tmp_path, weights_dir):
+    from tests.inference.test_scan_region import framed, speckle
+    screen, (t, b, l, r) = framed(speckle(seed=7))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(screen).save(tmp_path / "in" / "capture.png")
+    Image.fromarray(speckle(seed=8)).save(tmp_path / "in" / "scan.png")
+    out = tmp_path / "out"
+    predict.predict(predict.find_inputs([tmp_path / "in"]), out, Analyzer(weights_dir), progress=False)
+    got = {Path(r["path"]).name: r for r in rows(out)}
+    assert got["scan.png"]["region"] == ""
+    region = got["capture.png"]["region"]
+    assert region.endswith("(frame detected)")
+    (top, bottom), (left, right) = (map(int, part.split(":")) for part in region.split(" ")[0].split(","))
+    assert abs(top - t) <= 3 and abs(left - l) <= 3
+    mask = np.asarray(Image.open(out / got["capture.png"]["mask_path"]))
+    assert mask.shape == screen.shape and not mask[:top].any() and not mask[:, :left].any()

@@ -15,7 +15,7 @@ analysed by the shipped ensemble (``Analyzer.analyze``, the engine the app and C
 
 Per source: macro-F1 (over the classes the split has), malignant AUC, normal recall, lesion Dice (the mask against
 the truth placed in the capture; for **scan**, at the scan's own size), lesion scans left empty and normal scans with
-a false lesion, 95% group-bootstrap intervals; the paired difference region - whole. Frame detection: the share of
+a false lesion, 95% group-bootstrap intervals, and the share flagged for review; the paired difference region - whole. Frame detection: the share of
 captures where a region was found and the mean IoU of that region with where the scan was put. A synthetic screen
 is a proxy: real ones vary more (colour bars, thumbnails, text over the image), so these figures show the mechanism,
 not a measured cross-site gain.
@@ -165,6 +165,7 @@ def iou(box, region) -> float:
 
 def evaluate_source(analyzer: Analyzer, cases, groups) -> list[str]:
     probs = {c: [] for c in CONDITIONS}
+    flags = {c: [] for c in CONDITIONS}
     masks = {c: [] for c in CONDITIONS}
     truths = {c: [] for c in CONDITIONS}
     found, ious = [], []
@@ -182,6 +183,7 @@ def evaluate_source(analyzer: Analyzer, cases, groups) -> list[str]:
                               ("capture, region", as_scan(capture, case.case_id, region), placed)):
             a = analyzer.analyze(scan)
             probs[cond].append([a.probabilities[c] for c in CLASSES])
+            flags[cond].append(a.review)
             masks[cond].append(a.mask)
             truths[cond].append(t)
     y = [c.label for c in cases]
@@ -197,13 +199,13 @@ def evaluate_source(analyzer: Analyzer, cases, groups) -> list[str]:
              f"Frame found in {np.mean(found):.1%} of the captures; mean IoU of the region with the scan's place "
              f"{np.mean(ious):.3f} (min {np.min(ious):.3f}).", "",
              "| read | macro-F1 | malignant AUC | normal recall | lesion Dice | lesion scans left empty "
-             "| normal scans with a false lesion |", "|---|---|---|---|---|---|---|"]
+             "| normal scans with a false lesion | flagged for review |", "|---|---|---|---|---|---|---|---|"]
     for c in CONDITIONS:
         s, g = cls[c], seg[c]
         lines.append(f"| {c} | {s['macro_f1']} | {s['malignant_auc']} | {defined(s.get('normal_recall'))} "
-                     f"| {g['dice_mean']} | {g['empty_rate']} | {g.get('fp_image_rate', '—')} |")
+                     f"| {g['dice_mean']} | {g['empty_rate']} | {g.get('fp_image_rate', '—')} | {np.mean(flags[c]):.0%} |")
     lines.append(f"| **region - whole** | {d_cls['macro_f1']} | {d_cls['malignant_auc']} "
-                 f"| {d_cls.get('normal_recall', '—')} | {d_dice} | | |")
+                 f"| {d_cls.get('normal_recall', '—')} | {d_dice} | | | |")
     return lines + [""]
 
 

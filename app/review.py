@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -237,8 +237,7 @@ def summary(a: Analysis) -> dict:
             "measurements": None if m is None else {k: getattr(m, k) for k in (
                 "unit", "area", "longest_diameter", "perpendicular_diameter", "depth_to_width", "circularity",
                 "margin_irregularity", "components")},
-            "region": None if a.region is None else {k: getattr(a.region, k) for k in (
-                "top", "bottom", "left", "right", "source")},
+            "region": None if a.region is None else asdict(a.region),
             "model_versions": a.model_versions}
 
 
@@ -310,8 +309,16 @@ def cam_view(session: ReviewSession, model: str, target: str, method: str, opaci
     except ValueError as exc:
         raise ReviewError(str(exc)) from exc
     session.cam = heat.cam.astype(np.float32)
-    inside = view_of(scan.region.inside(scan.shape).astype(np.uint8), nearest=True) > 0 if scan.region else None
-    return heatmap_overlay(view_of(scan.display), view_of(heat.cam.astype(np.float32)), opacity, inside)
+    shown = view_of(scan.display)
+    return heatmap_overlay(shown, view_of(heat.cam.astype(np.float32)), opacity,
+                           region_in_view(scan, (shown.shape[1], shown.shape[0])))
+
+
+def region_in_view(scan: Scan, size: tuple[int, int]) -> np.ndarray | None:
+    """Where a view of ``scan`` ``size`` = (width, height) shows what the models read; None when they read it all."""
+    if scan.region is None:
+        return None
+    return cv2.resize(scan.region.inside(scan.shape).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
 
 
 def editor_start(session: ReviewSession) -> dict:

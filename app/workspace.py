@@ -93,9 +93,8 @@ def view(session: ReviewSession, fill: bool = True, contour: bool = True, opacit
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     base = cv2.resize(scan.display, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     if show_cam and session.cam is not None:  # a new scan has no map until Explain is pressed
-        inside = (cv2.resize(scan.region.inside(scan.shape).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-                  > 0 if scan.region else None)
-        base = heatmap_overlay(base, cv2.resize(session.cam, size, interpolation=cv2.INTER_LINEAR), opacity, inside)
+        base = heatmap_overlay(base, cv2.resize(session.cam, size, interpolation=cv2.INTER_LINEAR), opacity,
+                               review.region_in_view(scan, size))
     return canvas.draw(base, state(session), fill, contour, opacity, session.ruler, scan.region)
 
 
@@ -138,9 +137,7 @@ def click(session: ReviewSession, tool: str, index: tuple[int, int] | list[int])
         clicks = (*s.clicks, Click(x, y, tool == ADD))
         base = s.last.base if s.last is not None else None
         if base is None and s.active < len(s.lesions):  # a lesion drawn another way: its mask is the base
-            region = session.scan.region
-            lesion = s.lesions[s.active]
-            base = mask_logits(region.crop(lesion) if region else lesion, _embedding(session))
+            base = mask_logits(session.scan.to_view(s.lesions[s.active]), _embedding(session))
         if base is None:
             raise ReviewError("Draw a box around the lesion first (B), then click to add or remove.")
         return _prompt(session, s, Prompt(clicks=clicks), base)
@@ -148,14 +145,13 @@ def click(session: ReviewSession, tool: str, index: tuple[int, int] | list[int])
 
 
 def _prompt(session: ReviewSession, s: LesionMasks, prompt: Prompt, base=None) -> str:
-    region = session.scan.region  # the embedding is of the region a screen capture's models read
-    try:
-        result = segmenter().segment(_embedding(session), in_region(prompt, region), base)
+    try:  # the embedding is of what the models read: a screen capture's region
+        result = segmenter().segment(_embedding(session), in_region(prompt, session.scan.region), base)
     except PromptError as exc:
         s.corner = None
         raise ReviewError(_sentence(exc)) from exc
     box = prompt.box if prompt.box is not None else s.box
-    mask = region.paste(result.mask, session.scan.shape) if region else result.mask
+    mask = session.scan.place(result.mask)
     s.set_active(mask, keep_prompt=True)
     if not mask.any():  # the lesion is gone: the next prompt starts a new one, not on its neighbour
         s.new_lesion()

@@ -145,9 +145,8 @@ class Analyzer:
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
         clock.lap("fusion")
         mask = clean_mask(lesion > self.fusion.threshold)  # at the region's size: specks are judged against the scan
-        if scan.region:
-            maps = {n: scan.region.paste(m, scan.shape) for n, m in maps.items()}
-            lesion, mask = scan.region.paste(lesion, scan.shape), scan.region.paste(mask, scan.shape)
+        maps = {n: scan.place(m) for n, m in maps.items()}
+        lesion, mask = scan.place(lesion), scan.place(mask)
         label = CLASSES[int(np.argmax(probs))]
         entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum() / np.log(len(CLASSES)))
         # Votes of the members the ensemble listens to, each with its share of the ensemble's weight
@@ -170,4 +169,4 @@ class Analyzer:
             raise ValueError(f"{model!r} is not a shipped classifier; choose one of {', '.join(self.classifiers)}")
         with self._lock:  # CAM hooks attach to the shared model; one at a time
             heatmap = explain(self.model(model), get_spec(model), scan.model_view, target_class, method)
-        return replace(heatmap, cam=scan.region.paste(heatmap.cam, scan.shape)) if scan.region else heatmap
+        return replace(heatmap, cam=scan.place(heatmap.cam))

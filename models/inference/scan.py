@@ -57,7 +57,15 @@ class Scan:
     @property
     def model_view(self) -> np.ndarray:
         """What the models read: the imaging region, or the whole scan when there is no frame."""
-        return self.region.crop(self.gray) if self.region else self.gray
+        return self.to_view(self.gray)
+
+    def to_view(self, image: np.ndarray) -> np.ndarray:
+        """A whole-scan array (a mask, a map) cut to what the models read."""
+        return self.region.crop(image) if self.region else image
+
+    def place(self, values: np.ndarray) -> np.ndarray:
+        """An array of what the models read back at the whole scan's size (zero in a capture's frame)."""
+        return self.region.paste(values, self.shape) if self.region else values
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -145,27 +153,38 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+def _regions_2d(ds) -> list:
+    """The header's 2D (tissue or flow) ultrasound regions."""
+    return [r for r in ds.get("SequenceOfUltrasoundRegions", []) if r.get("RegionSpatialFormat") == REGION_2D]
+
+
+def _bounds(r) -> tuple:
+    """A region's (MinY0, MaxY1, MinX0, MaxX1), None where the header leaves one out."""
+    return tuple(r.get(k) for k in ("RegionLocationMinY0", "RegionLocationMaxY1", "RegionLocationMinX0",
+                                    "RegionLocationMaxX1"))
+
+
+def _area(bounds: tuple) -> float:
+    y0, y1, x0, x1 = (v or 0 for v in bounds)
+    return (y1 - y0) * (x1 - x0)
+
+
 def _region_spacing(ds) -> tuple[float, float] | None:
-    regions = [r for r in ds.get("SequenceOfUltrasoundRegions", [])
-               if r.get("RegionSpatialFormat") == REGION_2D and r.get("PhysicalUnitsXDirection") == CM_UNITS
+    regions = [r for r in _regions_2d(ds) if r.get("PhysicalUnitsXDirection") == CM_UNITS
                and r.get("PhysicalUnitsYDirection") == CM_UNITS and r.get("PhysicalDeltaX") and r.get("PhysicalDeltaY")]
     if not regions:
         return None
-    area = lambda r: (r.get("RegionLocationMaxX1", 0) - r.get("RegionLocationMinX0", 0)) * (
-        r.get("RegionLocationMaxY1", 0) - r.get("RegionLocationMinY0", 0))
-    best = max(regions, key=area)
+    best = max(regions, key=lambda r: _area(_bounds(r)))
     return float(best.PhysicalDeltaY) * 10.0, float(best.PhysicalDeltaX) * 10.0
 
 
 def _dicom_region(ds, shape: tuple[int, int]) -> Region | None:
     """The largest 2D ultrasound region of the header, when it leaves a frame out of the image."""
-    boxes = [(r.get("RegionLocationMinY0"), r.get("RegionLocationMaxY1"), r.get("RegionLocationMinX0"),
-              r.get("RegionLocationMaxX1")) for r in ds.get("SequenceOfUltrasoundRegions", [])
-             if r.get("RegionSpatialFormat") == REGION_2D]
-    boxes = [tuple(int(v) for v in b) for b in boxes if all(v is not None for v in b) and b[0] < b[1] and b[2] < b[3]]
+    boxes = [tuple(int(v) for v in b) for b in map(_bounds, _regions_2d(ds)) if None not in b]
+    boxes = [b for b in boxes if b[0] < b[1] and b[2] < b[3]]
     if not boxes:
         return None
-    y0, y1, x0, x1 = max(boxes, key=lambda b: (b[1] - b[0]) * (b[3] - b[2]))
+    y0, y1, x0, x1 = max(boxes, key=_area)
     return checked(y0, y1 + 1, x0, x1 + 1, shape, "DICOM ultrasound region")  # the header's maxima are inclusive
 
 

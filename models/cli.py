@@ -30,8 +30,6 @@ COMMANDS: dict[str, Command] = {
                          "fit temperatures, ensemble weights and the mask threshold on validation"),
     "adapt": Command("models.training.adapt", "main",
                      "fine-tune the ensemble on a site's exported corrections into a new weights folder"),
-    "adapt-scans": Command("models.training.adapt_scans", "main",
-                           "re-estimate the members' batch-norm statistics on a site's scans (no labels)"),
     "evaluate": Command("models.training.evaluate", "main", "test-split metrics, plots and the model card"),
     "card": Command("models.training.model_card", "main", "re-render the model card (weights/README.md)"),
     "predict": Command("models.inference.predict", "main", "pre-annotate a folder of scans (CSV, masks, overlays)"),

@@ -119,17 +119,12 @@ def fit_int8_ranges(manifest: Manifest, cases, groups: Mapping[str, str] | None 
         if not spec.int8:
             continue
         images = decode_cases(list(cases)[::every], spec.input_size, groups, progress=progress).images
-        manifest.models[name]["int8_ranges"] = int8_ranges(manifest.load(name), spec, images)
+        inputs = (normalize(torch.from_numpy(np.ascontiguousarray(image[None])), spec).numpy() for image in images)
+        manifest.models[name]["int8_ranges"] = activation_ranges(onnx_bytes(manifest.load(name), spec), inputs)
         done.append(name)
     if done:
         manifest.write()
     return done
-
-
-def int8_ranges(model: torch.nn.Module, spec, images: np.ndarray) -> dict[str, list[float]]:
-    """The activation ranges of ``model`` over uint8 scans ``(N, S, S)`` at its input size."""
-    inputs = (normalize(torch.from_numpy(np.ascontiguousarray(image[None])), spec).numpy() for image in images)
-    return activation_ranges(onnx_bytes(model, spec), inputs)
 
 
 def calibrate(manifest: Manifest, preds: CasePredictions, fingerprints: Mapping[str, str],

@@ -1,8 +1,9 @@
 """Turning a scan into a model input, resolved from the model's registry entry.
 
 Training, evaluation and the analysis engine all call ``to_input`` so that preprocessing is never
-duplicated: the grayscale scan is resized to the spec's square input (area interpolation), put in
-all three channels and normalized with the spec's mean and std. A scan inside a screen capture's frame is first
+duplicated: the grayscale scan is resized to the spec's square input (area interpolation) as the spec's
+``fit`` says (stretched to the square, or scaled whole and padded: ``FITS``), put in all three channels and
+normalized with the spec's mean and std; ``to_scan`` takes a model's map back to the scan's shape. A scan inside a screen capture's frame is first
 cropped to its imaging region (``models.field_of_view``), in training as in the analysis.
 """
 from __future__ import annotations
@@ -21,12 +22,44 @@ from .field_of_view import find_region
 from .zoo import ModelSpec
 
 
-def resize_scan(gray: np.ndarray, size: int) -> np.ndarray:
-    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+FITS = ("squash", "pad")
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+def placement(shape: tuple[int, int], size: int, fit: str = "squash") -> tuple[int, int, int, int]:
+    """Where a scan of ``shape`` ``(H, W)`` lies in the ``size`` square input: ``(top, left, height, width)``.
+    "squash" fills the square; "pad" scales the scan whole to fit, at the top (the skin line) and centred."""
+    if fit == "squash":
+        return 0, 0, size, size
+    if fit != "pad":
+        raise ValueError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+    scale = size / max(shape[0], shape[1])
+    height, width = (min(size, max(1, round(n * scale))) for n in shape[:2])
+    return 0, (size - width) // 2, height, width
+
+
+def _fitted(image: np.ndarray, size: int, fit: str, interpolation: int) -> np.ndarray:
+    top, left, height, width = placement(image.shape[:2], size, fit)
+    resized = cv2.resize(image, (width, height), interpolation=interpolation)
+    if (height, width) == (size, size):
+        return resized
+    out = np.zeros((size, size), image.dtype)
+    out[top:top + height, left:left + width] = resized
+    return out
+
+
+def resize_scan(gray: np.ndarray, size: int, fit: str = "squash") -> np.ndarray:
+    return _fitted(gray, size, fit, cv2.INTER_AREA)
+
+
+def resize_mask(mask: np.ndarray, size: int, fit: str = "squash") -> np.ndarray:
+    return _fitted(mask.astype(np.uint8), size, fit, cv2.INTER_NEAREST).astype(bool)
+
+
+def to_scan(values: np.ndarray, shape: tuple[int, int], fit: str = "squash") -> np.ndarray:
+    """A model's square float map (lesion probability, CAM) back on a scan of ``shape``: the scan's part of the
+    input (all of it unless ``fit`` padded it), linearly interpolated to ``shape``."""
+    top, left, height, width = placement(shape, values.shape[-1], fit)
+    return resize_map(values[top:top + height, left:left + width], shape)
 
 
 def resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -47,7 +80,7 @@ def normalize(batch_uint8: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
 
 def to_input(gray: np.ndarray, spec: ModelSpec) -> torch.Tensor:
     """One grayscale scan (any size, uint8) as the model's ``(1, 3, S, S)`` input."""
-    return normalize(torch.from_numpy(resize_scan(gray, spec.input_size))[None], spec)
+    return normalize(torch.from_numpy(resize_scan(gray, spec.input_size, spec.fit))[None], spec)
 
 
 def read_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
@@ -75,13 +108,19 @@ class CaseArrays:
 
 
 def decode_cases(cases: Sequence[Case], size: int, groups: dict[str, str] | None = None,
-                 progress: bool = True) -> CaseArrays:
+                 progress: bool = True, fit: str = "squash") -> CaseArrays:
     images = np.empty((len(cases), size, size), np.uint8)
     masks = np.empty((len(cases), size, size), bool)
     for k, case in enumerate(tqdm(cases, desc=f"decoding at {size} px", unit="scan", disable=not progress)):
         gray, mask = read_case(case)
-        images[k] = resize_scan(gray, size)
-        masks[k] = resize_mask(mask, size)
+        images[k] = resize_scan(gray, size, fit)
+        masks[k] = resize_mask(mask, size, fit)
     return CaseArrays(tuple(c.case_id for c in cases), tuple(c.source for c in cases),
                       tuple((groups or {}).get(c.case_id, c.group_id) for c in cases),
                       np.array([CLASSES.index(c.label) for c in cases]), images, masks)
+
+
+def decode_for(cases: Sequence[Case], spec: ModelSpec, groups: dict[str, str] | None = None,
+               progress: bool = True) -> CaseArrays:
+    """``decode_cases`` as ``spec``'s model reads them: its input size and fit."""
+    return decode_cases(cases, spec.input_size, groups, progress, spec.fit)

@@ -42,8 +42,11 @@ def sha256_file(path: Path) -> str:
 
 
 def input_spec(spec: ModelSpec) -> dict:
-    return {"input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
-            "classes": list(spec.classes), "cam_layer": spec.cam_layer}
+    out = {"input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
+           "classes": list(spec.classes), "cam_layer": spec.cam_layer}
+    if spec.fit != "squash":  # only where set, so that weights shipped before the fit existed still verify
+        out["fit"] = spec.fit
+    return out
 
 
 @dataclass

@@ -59,6 +59,10 @@ class ModelSpec:
     int8: bool = False
     # with int8: only the ONNX nodes whose names start with this prefix run int8 ("" = the whole graph)
     int8_scope: str = ""
+    # how a scan of any shape becomes the square input (models.preprocess.FITS): "squash" resizes it to the
+    # square, stretching it; "pad" keeps its aspect ratio, scaled to fit and padded with black below and on
+    # both sides, so that a lesion keeps its shape (taller-than-wide is a malignancy sign) on every scanner
+    fit: str = "squash"
 
     @property
     def weights_file(self) -> str:

@@ -25,7 +25,7 @@ from models.inference.review import review_reasons
 from models.inference.runtime import Runner, check_backend, make_runner
 from models.field_of_view import Region
 from models.inference.scan import Scan
-from models.preprocess import resize_map, to_input
+from models.preprocess import to_input, to_scan
 from models.weights import WEIGHTS_DIR, Manifest
 from models.zoo import get_spec
 
@@ -113,10 +113,10 @@ class Analyzer:
     @staticmethod
     def _input_key(name: str) -> tuple:
         spec = get_spec(name)
-        return spec.input_size, spec.mean, spec.std
+        return spec.input_size, spec.fit, spec.mean, spec.std
 
     def _inputs(self, gray: np.ndarray) -> dict[tuple, np.ndarray]:
-        """The scan prepared once per distinct input size and normalization, shared by the models."""
+        """The scan prepared once per distinct input size, fit and normalization, shared by the models."""
         specs = {self._input_key(n): get_spec(n) for n in self.classifiers + self.segmenters}
         return {key: to_input(gray, spec).numpy() for key, spec in specs.items()}
 
@@ -140,7 +140,7 @@ class Analyzer:
         probs = fused[0]
         maps = {}
         for n in self.segmenters:
-            maps[n] = resize_map(self._raw(n, inputs), (h, w))
+            maps[n] = to_scan(self._raw(n, inputs), (h, w), get_spec(n).fit)
             clock.lap(f"model {n}")
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
         clock.lap("fusion")

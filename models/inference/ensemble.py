@@ -149,21 +149,26 @@ class CasePredictions:
     logits: dict[str, np.ndarray]  # classifier -> (N, classes)
     seg_probs: dict[str, np.ndarray]  # segmenter -> (N, S, S), S the largest segmenter input size
     masks: np.ndarray  # (N, S, S) ground truth at that size
+    seg_fit: str = "squash"  # how the segmenters' square frame holds the scan (models.preprocess.to_scan)
 
 
 def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, device: str = "cpu",
                   progress: bool = True) -> CasePredictions:
-    """Run every model of ``manifest`` over ``cases`` (each scan decoded once per input size)."""
-    from models.preprocess import decode_cases
+    """Run every model of ``manifest`` over ``cases`` (each scan decoded once per input size and fit)."""
+    from models.preprocess import decode_cases, decode_for
     from models.zoo import get_spec
 
-    by_size: dict[int, object] = {}
+    seg_fits = {get_spec(n).fit for n in manifest.shipped("segment")}
+    if len(seg_fits) > 1:  # their maps are fused in one square frame
+        raise ValueError(f"{manifest.folder}: the segmenters read scans with different fits ({', '.join(sorted(seg_fits))}); "
+                         "train them with one")
+    by_size: dict[tuple[int, str], object] = {}
     logits, seg = {}, {}
     for name in manifest.shipped():
         spec = get_spec(name)
-        if spec.input_size not in by_size:
-            by_size[spec.input_size] = decode_cases(cases, spec.input_size, groups, progress=progress)
-        arrays = by_size[spec.input_size]
+        if (spec.input_size, spec.fit) not in by_size:
+            by_size[spec.input_size, spec.fit] = decode_for(cases, spec, groups, progress=progress)
+        arrays = by_size[spec.input_size, spec.fit]
         model = manifest.load(name, device)
         # a member the engine runs int8 on the CPU is measured (calibrated, evaluated) as it runs there
         ranges = manifest.int8_ranges(name) if device == "cpu" else None
@@ -174,7 +179,8 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
     masks = first.masks
     if seg:  # fused at the largest segmenter's size, each map resized as the analysis resizes it to the scan's
         size = max(get_spec(n).input_size for n in seg)
-        masks = by_size[size].masks
+        masks = by_size[size, next(iter(seg_fits))].masks
         seg = {n: np.stack([resize_map(m, (size, size)) for m in p]) if len(p) and p.shape[-1] != size else p
                for n, p in seg.items()}
-    return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks)
+    return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks,
+                           next(iter(seg_fits), "squash"))

@@ -14,7 +14,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from models.preprocess import resize_map, to_input
+from models.preprocess import to_input, to_scan
 from models.zoo import ModelSpec
 
 # Gradient-based or one-pass methods only: ScoreCAM/AblationCAM cost a forward pass per channel.
@@ -48,7 +48,7 @@ def explain(model: nn.Module, spec: ModelSpec, gray: np.ndarray, target_class: s
         with CAM_METHODS[method](model=model, target_layers=[model.get_submodule(spec.cam_layer)]) as cam:
             grayscale = cam(input_tensor=x, targets=[ClassifierOutputTarget(idx)])[0]
     grayscale = np.nan_to_num(grayscale.astype(np.float32))
-    full = resize_map(grayscale, gray.shape[:2])
+    full = to_scan(grayscale, gray.shape[:2], spec.fit)
     return Heatmap(spec.name, method, target_class, np.clip(full, 0, 1))
 
 

@@ -41,7 +41,7 @@ from models.data.grouping import assign_groups, duplicate_pairs
 from models.data.splits import DEFAULT_SPLIT, EXPORT_SOURCES, load_verified
 from models.data.survey import survey
 from models.inference.ensemble import CasePredictions, Fusion, predict_cases
-from models.preprocess import decode_cases
+from models.preprocess import decode_for
 from models.training import calibrate as calibration
 from models.training.metrics import Interval, _intervals, group_bootstrap
 from models.training.train import DEFAULT_RUNS, RunConfig, pick_device, train_model
@@ -235,8 +235,8 @@ def adapt(exports: Sequence[Path], out: Path, base_dir: Path = WEIGHTS_DIR, data
         spec = get_spec(name)
         say(f"[{k}/{len(names)}] {name}: fine-tuning from {base.verify(name).name} on {len(site.train)} site + "
             f"{len(replayed)} replayed base cases, {epochs} epochs")
-        train = decode_cases([*site.train, *replayed], spec.input_size, groups, progress=progress)
-        val = decode_cases(list(site.held_out), spec.input_size, groups, progress=progress)
+        train = decode_for([*site.train, *replayed], spec, groups, progress=progress)
+        val = decode_for(list(site.held_out), spec, groups, progress=progress)
         config = RunConfig.for_model(spec, device, epochs=epochs, batch_size=batch_size, lr=lr, patience=epochs + 1,
                                      seed=seed, init=str(base.verify(name)),
                                      data=tuple(sorted({c.source for c in [*site.train, *replayed]})),

@@ -26,7 +26,7 @@ from models.data.splits import DEFAULT_SPLIT, load_verified
 from models.inference.ensemble import CasePredictions, Fusion, predict_cases, softmax
 from models.inference.quantize import activation_ranges
 from models.inference.runtime import onnx_bytes
-from models.preprocess import decode_cases, normalize
+from models.preprocess import decode_for, normalize
 from models.weights import WEIGHTS_DIR, Manifest
 from models.zoo import get_spec
 
@@ -118,7 +118,7 @@ def fit_int8_ranges(manifest: Manifest, cases, groups: Mapping[str, str] | None 
         spec = get_spec(name)
         if not spec.int8:
             continue
-        images = decode_cases(list(cases)[::every], spec.input_size, groups, progress=progress).images
+        images = decode_for(list(cases)[::every], spec, groups, progress=progress).images
         inputs = (normalize(torch.from_numpy(np.ascontiguousarray(image[None])), spec).numpy() for image in images)
         manifest.models[name]["int8_ranges"] = activation_ranges(onnx_bytes(manifest.load(name), spec), inputs)
         done.append(name)

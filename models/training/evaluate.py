@@ -25,7 +25,7 @@ from models.inference.ensemble import ENSEMBLE, CasePredictions, Fusion, predict
 from models.inference.overlay import overlay_mask
 from models.inference.postprocess import clean_mask
 from models.inference.review import review_reasons
-from models.preprocess import read_case, resize_map
+from models.preprocess import read_case, to_scan
 from models.training.floors import FLOORS
 from models.training.metrics import (
     ClassificationMetrics,
@@ -108,7 +108,7 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
         maps = {**preds.seg_probs, ENSEMBLE: fusion.segment(preds.seg_probs)}
         for name, prob in maps.items():
             t = fusion.threshold if name == ENSEMBLE else seg_threshold_per_model
-            masks = [resize_map(p, m.shape) > t for p, m in zip(prob, truths)]
+            masks = [to_scan(p, m.shape, preds.seg_fit) > t for p, m in zip(prob, truths)]
             seg[name] = segmentation_metrics(masks, truths, groups=groups, n_boot=n_boot)
             if name == ENSEMBLE:
                 fused_masks = masks
@@ -148,7 +148,7 @@ def worst_cases(cases: list[Case], preds: CasePredictions, fusion: Fusion, n: in
         if not preds.masks[i].any():
             continue
         truth = read_case(case)[1]
-        scored.append((dice_iou(resize_map(fused[i], truth.shape) > fusion.threshold, truth)[0], i))
+        scored.append((dice_iou(to_scan(fused[i], truth.shape, preds.seg_fit) > fusion.threshold, truth)[0], i))
     return sorted(scored)[:n]
 
 
@@ -165,7 +165,7 @@ def worst_gallery(cases: list[Case], preds: CasePredictions, fusion: Fusion, tit
         ax.axis("off")
     for ax, (dice, i) in zip(axes.flat, worst):
         scan, truth = read_case(cases[i])
-        pred = resize_map(fused[i], scan.shape) > fusion.threshold
+        pred = to_scan(fused[i], scan.shape, preds.seg_fit) > fusion.threshold
         shown = overlay_mask(overlay_mask(scan, truth, (0, 200, 0), alpha=0), pred, (230, 40, 40), alpha=0.25)
         ax.imshow(shown)
         ax.set_title(f"{cases[i].case_id}\nDice {dice:.2f}" + ("" if pred.any() else " (no mask)"), fontsize=7)

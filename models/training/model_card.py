@@ -47,12 +47,13 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
     ]
     for name, spec in REGISTRY.items():
         m = manifest.models.get(name)
+        size = f"{spec.input_size} px" + (", aspect kept (padded)" if spec.fit == "pad" else "")
         if m:
-            lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {spec.input_size} px | `{m['file']}` | "
+            lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {size} | `{m['file']}` | "
                          f"{m['bytes'] / 1e6:.1f} | {m['val_score']:.3f} (epoch {m['best_epoch']}) | "
                          f"{m['temperature'] if spec.task == 'classify' else '—'} |")
         else:
-            lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {spec.input_size} px | not shipped yet | | | |")
+            lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {size} | not shipped yet | | | |")
     lines += ["", "Validation score: mean over datasets of macro-F1 (classifiers) or of lesion Dice at the model's "
               "input size (segmenters), as measured when shipped (since `sonomark ship` measures it: in fp16, on the "
               "validation cases of the sources the model was trained on); the epoch is its run's best. Temperatures, ensemble weights and the mask threshold are fitted on the "

@@ -17,7 +17,7 @@ import torch
 from models.data.paths import REPO
 from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, EXPORT_SOURCES, load_verified
-from models.preprocess import decode_cases
+from models.preprocess import decode_for
 from models.training.train import RunConfig, class_weights, validate
 from models.weights import WEIGHTS_DIR, Manifest, checkpoint_path, fp16_state, retire, ship
 from models.zoo import REGISTRY, build_model, get_spec
@@ -50,8 +50,8 @@ def rescore(name: str, runs: Path, folder: Path, data_dirs, split_path: Path = D
                                 f"which {', '.join(map(str, data_dirs))} lack; pass every dataset with --data, or "
                                 "--force to ship without measuring")
     spec = get_spec(name)
-    val = decode_cases([c for c in split.select(cases, "val") if c.source in sources], spec.input_size,
-                       split.groups, progress=progress)
+    val = decode_for([c for c in split.select(cases, "val") if c.source in sources], spec, split.groups,
+                     progress=progress)
     config = RunConfig.for_model(spec, "cpu", bf16=False)
     weights = class_weights(val.labels)
     scores = []

@@ -43,7 +43,7 @@ from models.data.records import CLASSES, Case
 from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, load_verified
 from models.inference.ensemble import run_model, softmax
-from models.preprocess import CaseArrays, decode_cases, normalize
+from models.preprocess import CaseArrays, decode_for, normalize
 from models.training import distil, distributed
 from models.training.augment import AUGMENTATIONS, ScannerShift
 from models.training.distil import teacher_id
@@ -472,7 +472,7 @@ def split_arrays(cases: Sequence[Case], split, spec: ModelSpec, limit: int | Non
         chosen = split.select(cases, name)
         if limit:
             chosen = chosen[:limit]
-        out.append(decode_cases(chosen, spec.input_size, split.groups, progress=progress))
+        out.append(decode_for(chosen, spec, split.groups, progress=progress))
     return out[0], out[1]
 
 
@@ -574,7 +574,7 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
                                        progress=not quiet)
         run_dir = args.runs / name
         if ranks.main:
-            print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px on {device}"
+            print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px ({spec.fit}) on {device}"
                   f"{' with bf16 autocast' if config.bf16 else ''}"
                   f"{f', {ranks.world_size} processes' if ranks.distributed else ''}")
             run_dir.mkdir(parents=True, exist_ok=True)

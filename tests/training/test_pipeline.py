@@ -1,6 +1,7 @@
 """Train -> ship -> verify -> calibrate -> evaluate on a small synthetic dataset."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,7 +141,9 @@ def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, mon
     specs = {n: dataclasses.replace(get_spec("unet_lite0"), name=n, input_size=s) for n, s in (("small", 64), ("big", 96))}
 
     class TwoSizes:
-        def shipped(self):
+        folder = Path("two-sizes")
+
+        def shipped(self, task=None):
             return ["small", "big"]
 
         def load(self, name, device="cpu"):
@@ -157,6 +160,10 @@ def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, mon
     expected = cv2.resize(small[0], (96, 96), interpolation=cv2.INTER_LINEAR)
     assert preds.seg_probs["small"][0] == pytest.approx(expected, abs=1e-6)
     assert preds.masks.sum() == decode_cases(val, 96, split.groups, progress=False).masks.sum()
+    assert preds.seg_fit == "squash"
+    specs["big"] = dataclasses.replace(specs["big"], fit="pad")  # maps of two frames cannot be fused
+    with pytest.raises(ValueError, match="two-sizes: the segmenters read scans with different fits"):
+        predict_cases(TwoSizes(), val, split.groups, progress=False)
 
 
 def test_temperature_fit_recovers_a_known_temperature():

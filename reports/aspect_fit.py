@@ -1,0 +1,159 @@
+"""Does keeping a scan's aspect ratio (``fit="pad"``) instead of squashing it to the square carry a classifier
+across sites? (results in ``reports/aspect_fit.md``)
+
+BUSI's scans are landscape (median width/height 1.2), BUS-BRA's portrait (0.76). Squashed to the square, the
+same lesion looks taller on BUSI than on BUS-BRA, and the lesions' height/width ratio, a malignancy sign, drifts
+between the sources although it agrees in their own pixels. This trains EfficientNet-Lite0 on one source with
+each fit and reads the other source:
+
+    python reports/aspect_fit.py train --source busi --fit pad --seed 0     # runs/aspect-fit/busi-pad-s0
+    python reports/aspect_fit.py evaluate                                   # every run there; probabilities cached
+    python reports/aspect_fit.py geometry                                   # the lesions' shape, per source
+
+Training is the cross-site recipe of ``reports/cross_site.md`` (12 epochs, batch 32, lr 3e-4, patience 6).
+Each run is scored on its own source's validation split and on the other source's validation split (which
+chooses) and test split (which only reports); pad minus squash comes with 95% paired group-bootstrap intervals.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from models.data.records import CLASSES  # noqa: E402
+from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
+from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
+from models.inference.ensemble import run_model, softmax  # noqa: E402
+from models.preprocess import decode_for, read_case  # noqa: E402
+from models.training.metrics import classification_metrics, paired_class_differences  # noqa: E402
+from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
+
+MODEL = "efficientnet_lite0"
+RUNS = REPO / "runs" / "aspect-fit"
+FOLDERS = {"busi": "Dataset_BUSI_with_GT", "busbra": "BUSBRA"}
+OTHER = {"busi": "busbra", "busbra": "busi"}
+SCORES = ("macro_f1", "malignant_auc", "normal_recall", "lesion_recall", "ece")
+
+
+def use_fit(fit: str):
+    """The registry's Lite0 with ``fit``, for this process (training and evaluation read the registry)."""
+    REGISTRY[MODEL] = dataclasses.replace(REGISTRY[MODEL], fit=fit)
+    return REGISTRY[MODEL]
+
+
+def train(args) -> int:
+    from models.training import train as T
+    use_fit(args.fit)
+    runs = RUNS / f"{args.source}-{args.fit}-s{args.seed}"
+    return T.main(["--models", MODEL, "--data", str(DEFAULT_DATA_DIR / FOLDERS[args.source]), "--runs", str(runs),
+                   "--epochs", "12", "--batch-size", "32", "--lr", "0.0003", "--patience", "6",
+                   "--seed", str(args.seed), "--quiet"])
+
+
+def finished(run: Path) -> bool:
+    """Whether the run's training is over (not a checkpoint of a run still going or paused)."""
+    last = run / MODEL / "last.pt"
+    return last.is_file() and bool(torch.load(last, map_location="cpu", weights_only=False).get("done"))
+
+
+def evaluate(args) -> int:
+    d = DEFAULT_DATA_DIR
+    split, cases = load_verified([d / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
+    decoded: dict[tuple, object] = {}
+    results = {}
+    for run in sorted(p for p in RUNS.glob("*-s*") if finished(p)):
+        source, fit, seed = run.name.split("-")
+        spec = use_fit(fit)
+        cache = run / "probs.json"
+        if cache.is_file():
+            results[run.name] = json.loads(cache.read_text())
+            continue
+        net = build_model(MODEL, init=None)
+        load_state_file(net, run / MODEL / "best.pt")
+        out = {}
+        for s, name in ((source, "val"), (OTHER[source], "val"), (OTHER[source], "test")):
+            key = (fit, s, name)
+            if key not in decoded:
+                decoded[key] = decode_for(split.select([c for c in cases if c.source == s], name), spec, split.groups,
+                                          progress=False)
+            a = decoded[key]
+            out[f"{s} {name}"] = {"labels": [CLASSES[k] for k in a.labels], "groups": list(a.groups),
+                                  "probs": softmax(run_model(net.eval(), spec, a.images)).round(5).tolist()}
+        cache.write_text(json.dumps(out))
+        results[run.name] = out
+        print(f"{run.name}: scored", flush=True)
+    print(table(results))
+    return 0
+
+
+def _cell(iv) -> str:
+    return "—" if iv is None else f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+
+
+def table(results: dict) -> str:
+    lines = ["| run | split | " + " | ".join(SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
+    for name, out in results.items():
+        for key, r in out.items():
+            m = classification_metrics(r["labels"], np.array(r["probs"]), groups=r["groups"]).scores
+            lines.append(f"| {name} | {key} | " + " | ".join(_cell(m.get(s)) for s in SCORES) + " |")
+    lines += ["", "pad minus squash, same source, seed and cases (95% paired group bootstrap):", "",
+              "| trained on, seed | split | " + " | ".join(SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
+    for name, out in results.items():
+        source, fit, seed = name.split("-")
+        base = results.get(f"{source}-squash-{seed}")
+        if fit != "pad" or base is None:
+            continue
+        for key, r in out.items():
+            diff = paired_class_differences(r["labels"], np.array(base[key]["probs"]), np.array(r["probs"]),
+                                            groups=r["groups"])
+            lines.append(f"| {source}, {seed} | {key} | " + " | ".join(_cell(diff.get(s)) for s in SCORES) + " |")
+    return "\n".join(lines)
+
+
+def geometry(args) -> int:
+    """The lesions' bounding-box height/width per source and class, in the scan's pixels and squashed."""
+    d = DEFAULT_DATA_DIR
+    _, cases = load_verified([d / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
+    rows = []
+    for c in cases:
+        if c.label == "normal":
+            continue
+        mask = read_case(c)[1]
+        if not mask.any():
+            continue
+        ys, xs = np.nonzero(mask)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        rows.append((c.source, c.label, mask.shape[1] / mask.shape[0], h / w, (h / mask.shape[0]) / (w / mask.shape[1])))
+    print("| source | class | lesions | scan width/height, median | lesion height/width, scan pixels: quartiles "
+          "| squashed to the square |")
+    print("|---|---|---|---|---|---|")
+    for source in FOLDERS:
+        for label in ("benign", "malignant"):
+            r = np.array([x[2:] for x in rows if x[0] == source and x[1] == label])
+            q = lambda v: " / ".join(f"{p:.2f}" for p in np.percentile(v, [25, 50, 75]))  # noqa: E731
+            print(f"| {source} | {label} | {len(r)} | {np.median(r[:, 0]):.2f} | {q(r[:, 1])} | {q(r[:, 2])} |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--source", required=True, choices=tuple(FOLDERS))
+    t.add_argument("--fit", required=True, choices=("squash", "pad"))
+    t.add_argument("--seed", type=int, default=0)
+    sub.add_parser("evaluate")
+    sub.add_parser("geometry")
+    args = ap.parse_args(argv)
+    return {"train": train, "evaluate": evaluate, "geometry": geometry}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

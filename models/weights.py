@@ -14,7 +14,7 @@ import argparse
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -106,8 +106,9 @@ class Manifest:
     def shipped(self, task: str | None = None) -> list[str]:
         return [n for n, m in self.models.items() if task in (None, m["task"])]
 
-    def verify(self, name: str) -> Path:
-        """The weights file of ``name`` after checking it exists, its checksum and its input spec."""
+    def verify(self, name: str, check_input: bool = True) -> Path:
+        """The weights file of ``name`` after checking it exists, its checksum and (``check_input``) that the
+        registry still reads scans as they were trained on."""
         if name not in self.models:
             raise WeightsError(f"{self.folder / MANIFEST}: no shipped weights for {name!r} "
                                f"(shipped: {', '.join(self.models) or 'none'}); train and ship it first")
@@ -123,14 +124,20 @@ class Manifest:
         if actual != entry["sha256"]:
             raise WeightsError(f"{path}: sha256 {actual[:12]} does not match the manifest's {entry['sha256'][:12]}; "
                                "the file is corrupt or was replaced without updating the manifest")
-        if entry["input"] != input_spec(get_spec(name)):
+        if check_input and entry["input"] != input_spec(get_spec(name)):
             raise WeightsError(f"{path}: trained with input {entry['input']}, but the registry now says "
                                f"{input_spec(get_spec(name))}; re-train or restore the registry entry")
         return path
 
-    def load(self, name: str, device: str = "cpu") -> nn.Module:
-        """The shipped model in eval mode (fp32), after verifying its file."""
-        path = self.verify(name)
+    def recorded_spec(self, name: str) -> ModelSpec:
+        """The registry's spec of ``name`` with the input size and fit its shipped weights were trained with:
+        what a candidate that changes them is compared against (``models.training.shipping.rescore``)."""
+        entry = self.models[name]["input"]
+        return replace(get_spec(name), input_size=entry["input_size"], fit=entry.get("fit", "squash"))
+
+    def load(self, name: str, device: str = "cpu", check_input: bool = True) -> nn.Module:
+        """The shipped model in eval mode (fp32), after verifying its file (``verify``)."""
+        path = self.verify(name, check_input)
         state = load_file(path)
         # Built on the meta device, so that no time goes on random initial values the weights replace at once
         # (3.4 of the 5 s that loading the eight shipped members took, most of it VGG19's unused classifier).

@@ -51,16 +51,17 @@ def use_fit(fit: str):
 def train(args) -> int:
     from models.training import train as T
     use_fit(args.fit)
-    runs = RUNS / f"{args.source}-{args.fit}-s{args.seed}"
+    tag = f"{args.fit}ft" if args.init else args.fit
+    runs = RUNS / f"{args.source}-{tag}-s{args.seed}"
+    recipe = ["--epochs", "6", "--lr", "0.0001", "--init", str(args.init)] if args.init else ["--epochs", "12", "--lr", "0.0003"]
     return T.main(["--models", MODEL, "--data", str(DEFAULT_DATA_DIR / FOLDERS[args.source]), "--runs", str(runs),
-                   "--epochs", "12", "--batch-size", "32", "--lr", "0.0003", "--patience", "6",
-                   "--seed", str(args.seed), "--quiet"])
+                   *recipe, "--batch-size", "32", "--patience", "6", "--seed", str(args.seed), "--quiet"])
 
 
 def finished(run: Path) -> bool:
     """Whether the run's training is over (not a checkpoint of a run still going or paused)."""
     last = run / MODEL / "last.pt"
-    return last.is_file() and bool(torch.load(last, map_location="cpu", weights_only=False).get("done"))
+    return last.is_file() and bool(torch.load(last, map_location="cpu", weights_only=False)["state"]["done"])
 
 
 def evaluate(args) -> int:
@@ -69,8 +70,8 @@ def evaluate(args) -> int:
     decoded: dict[tuple, object] = {}
     results = {}
     for run in sorted(p for p in RUNS.glob("*-s*") if finished(p)):
-        source, fit, seed = run.name.split("-")
-        spec = use_fit(fit)
+        source, tag, seed = run.name.split("-")
+        spec = use_fit(tag.removesuffix("ft"))
         cache = run / "probs.json"
         if cache.is_file():
             results[run.name] = json.loads(cache.read_text())
@@ -79,7 +80,7 @@ def evaluate(args) -> int:
         load_state_file(net, run / MODEL / "best.pt")
         out = {}
         for s, name in ((source, "val"), (OTHER[source], "val"), (OTHER[source], "test")):
-            key = (fit, s, name)
+            key = (spec.fit, s, name)
             if key not in decoded:
                 decoded[key] = decode_for(split.select([c for c in cases if c.source == s], name), spec, split.groups,
                                           progress=False)
@@ -94,7 +95,7 @@ def evaluate(args) -> int:
 
 
 def _cell(iv) -> str:
-    return "—" if iv is None else f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+    return "—" if iv is None or np.isnan(iv.value) else f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
 
 
 def table(results: dict) -> str:
@@ -103,17 +104,18 @@ def table(results: dict) -> str:
         for key, r in out.items():
             m = classification_metrics(r["labels"], np.array(r["probs"]), groups=r["groups"]).scores
             lines.append(f"| {name} | {key} | " + " | ".join(_cell(m.get(s)) for s in SCORES) + " |")
-    lines += ["", "pad minus squash, same source, seed and cases (95% paired group bootstrap):", "",
+    lines += ["", "pad (ft: squash run fine-tuned padded) minus squash, same source, seed and cases "
+              "(95% paired group bootstrap):", "",
               "| trained on, seed | split | " + " | ".join(SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
     for name, out in results.items():
         source, fit, seed = name.split("-")
         base = results.get(f"{source}-squash-{seed}")
-        if fit != "pad" or base is None:
+        if fit == "squash" or base is None:
             continue
         for key, r in out.items():
             diff = paired_class_differences(r["labels"], np.array(base[key]["probs"]), np.array(r["probs"]),
                                             groups=r["groups"])
-            lines.append(f"| {source}, {seed} | {key} | " + " | ".join(_cell(diff.get(s)) for s in SCORES) + " |")
+            lines.append(f"| {source}, {fit}, {seed} | {key} | " + " | ".join(_cell(diff.get(s)) for s in SCORES) + " |")
     return "\n".join(lines)
 
 
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--source", required=True, choices=tuple(FOLDERS))
     t.add_argument("--fit", required=True, choices=("squash", "pad"))
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init", type=Path, help="fine-tune this checkpoint (6 epochs, lr 1e-4) instead: run *-<fit>ft-*")
     sub.add_parser("evaluate")
     sub.add_parser("geometry")
     args = ap.parse_args(argv)

@@ -42,7 +42,7 @@ from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.inference.ensemble import run_model, softmax  # noqa: E402
 from models.inference.postprocess import clean_mask  # noqa: E402
-from models.preprocess import decode_cases  # noqa: E402
+from models.preprocess import decode_for  # noqa: E402
 from models.training.metrics import classification_metrics, segmentation_metrics  # noqa: E402
 from models.weights import MANIFEST, Manifest  # noqa: E402
 from models.zoo import build_model, get_spec, load_state_file  # noqa: E402
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         other = "busi" if args.source == "busbra" else "busbra"
         own, wanted = (args.source, "val"), ((args.source, "val"), (other, "val"), (other, "test"))
-    sizes = sorted({s.input_size for s in specs})
-    by_size = {size: {(s, name): decode_cases(split.select([c for c in cases if c.source == s], name), size,
-                                              split.groups, progress=False) for s, name in wanted} for size in sizes}
-    sets = by_size[spec.input_size]  # labels and masks are the same at every size
+    frames = {(s.input_size, s.fit): s for s in specs}
+    by_frame = {frame: {(s, name): decode_for(split.select([c for c in cases if c.source == s], name), fs, split.groups,
+                                              progress=False) for s, name in wanted} for frame, fs in frames.items()}
+    sets = by_frame[spec.input_size, spec.fit]  # labels are the same in every frame
     if spec.task == "segment":
         print("| member | split | scans (normal) | mean lesion Dice | median | lesion scans left empty "
               "| normal scans with a false lesion |")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(seg_row(label, f"{key[0]} {key[1]}", run_model(net, spec, a.images), a), flush=True)
             continue
         nets = [(s, load(s.name, REPO / folder)) for s in specs]
-        probs = {key: np.mean([softmax(run_model(net, s, by_size[s.input_size][key].images)) for s, net in nets], 0)
+        probs = {key: np.mean([softmax(run_model(net, s, by_frame[s.input_size, s.fit][key].images)) for s, net in nets], 0)
                  for key in sets}
         threshold = float(np.quantile(probs[own][sets[own].labels != NORMAL, NORMAL], KEEP))
         for key, p in probs.items():

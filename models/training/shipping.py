@@ -49,15 +49,15 @@ def rescore(name: str, runs: Path, folder: Path, data_dirs, split_path: Path = D
         raise FileNotFoundError(f"{name}: the shipped weights were trained on {', '.join(sorted(missing))} too, "
                                 f"which {', '.join(map(str, data_dirs))} lack; pass every dataset with --data, or "
                                 "--force to ship without measuring")
-    spec = get_spec(name)
-    val = decode_for([c for c in split.select(cases, "val") if c.source in sources], spec, split.groups,
-                     progress=progress)
-    config = RunConfig.for_model(spec, "cpu", bf16=False)
-    weights = class_weights(val.labels)
+    # each read as it was trained: a candidate may change the input's size or fit (the registry's now)
+    chosen = [c for c in split.select(cases, "val") if c.source in sources]
     scores = []
-    for model in (as_shipped(name, candidate, path), manifest.load(name)):
+    for spec, model in ((get_spec(name), as_shipped(name, candidate, path)),
+                        (manifest.recorded_spec(name), manifest.load(name, check_input=False))):
+        val = decode_for(chosen, spec, split.groups, progress=progress)
+        config = RunConfig.for_model(spec, "cpu", bf16=False)
         with torch.no_grad():
-            scores.append(validate(model, spec, val, config, weights)[1])
+            scores.append(validate(model, spec, val, config, class_weights(val.labels))[1])
     print(f"{name}: validation score now, on {len(val)} {'/'.join(sorted(sources))} cases: "
           f"candidate {scores[0]:.4f}, shipped {scores[1]:.4f} (recorded {old['val_score']:.4f})")
     return scores[0], scores[1]

@@ -531,7 +531,8 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
     split, cases = load_verified(args.data, args.split, progress=not quiet)
     for name in (list(REGISTRY) if args.all else args.models):
         spec = get_spec(name)
-        init = str(Manifest.read(args.weights).verify(name)) if args.init == "shipped" else args.init
+        # the shipped weights may have read scans otherwise (another fit): fine-tuning them is how they change
+        init = str(Manifest.read(args.weights).verify(name, check_input=False)) if args.init == "shipped" else args.init
         teachers = Manifest.read(args.weights) if args.distil else None
         if args.erased_from and not args.erased_normals:
             raise SystemExit(f"--erased-from {' '.join(args.erased_from)}: it chooses where --erased-normals erases; "

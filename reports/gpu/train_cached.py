@@ -46,6 +46,10 @@ if args.freeze:
         return net
     T.build_model = frozen
 spec = get_spec(args.model)
+cached_fit = str(z["fit"]) if "fit" in z.files else "squash"  # caches built before the fit existed squashed
+if cached_fit != spec.fit:
+    raise SystemExit(f"{args.cache}: scans fitted by {cached_fit!r}, but {args.model} reads them by {spec.fit!r}; "
+                     f"build a cache with build_cache.py SIZE QUALITY OUT {spec.fit}")
 train, val = arrays("train"), arrays("val")
 config = T.RunConfig.for_model(spec, args.device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                patience=args.patience, seed=0, augment=args.augment,

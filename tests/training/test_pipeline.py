@@ -500,7 +500,8 @@ def test_training_with_erased_normals_records_the_recipe_and_refuses_distillatio
         train.main([*argv, "--distil", "--weights", str(wdir), "--fresh"])
 
 
-def test_ship_measures_the_candidate_and_the_shipped_weights_now_on_the_same_cases(world, tmp_path, capsys):
+def test_ship_measures_the_candidate_and_the_shipped_weights_now_on_the_same_cases(world, tmp_path, capsys,
+                                                                                  monkeypatch):
     """A stale recorded score (another code, another run's sources) does not decide: the same weights as
     the shipped ones are not shipped again however low the manifest's record, and a better run is."""
     import shutil
@@ -534,3 +535,14 @@ def test_ship_measures_the_candidate_and_the_shipped_weights_now_on_the_same_cas
     assert not weights.ship("efficientnet_lite0", runs, copy, scores=(0.5, 0.6))
     assert weights.ship("efficientnet_lite0", runs, copy, scores=(0.6, 0.5))
     assert weights.Manifest.read(copy).models["efficientnet_lite0"]["val_score"] == 0.6
+    # a candidate that reads scans otherwise (another fit) is compared with the shipped weights read as trained
+    import dataclasses
+
+    from models import zoo
+    spec = zoo.get_spec("efficientnet_lite0")
+    monkeypatch.setitem(zoo.REGISTRY, spec.name, dataclasses.replace(spec, fit="squash" if spec.fit == "pad" else "pad"))
+    with pytest.raises(weights.WeightsError, match="re-train or restore the registry entry"):
+        weights.Manifest.read(copy).load(spec.name)
+    assert weights.Manifest.read(copy).recorded_spec(spec.name) == spec
+    candidate, shipped = shipping.rescore(spec.name, runs, copy, data, split_path, progress=False)
+    assert shipped == pytest.approx(float(measured[2]), abs=1e-4) and 0 <= candidate <= 1

@@ -3,8 +3,9 @@
 Training, evaluation and the analysis engine all call ``to_input`` so that preprocessing is never
 duplicated: the grayscale scan is resized to the spec's square input (area interpolation) as the spec's
 ``fit`` says (stretched to the square, or scaled whole and padded: ``FITS``), put in all three channels and
-normalized with the spec's mean and std; ``to_scan`` takes a model's map back to the scan's shape. A scan inside a screen capture's frame is first
-cropped to its imaging region (``models.field_of_view``), in training as in the analysis.
+normalized with the spec's mean and std; ``to_scan`` takes a model's map back to the scan's shape. A scan
+inside a screen capture's frame is first cropped to its imaging region (``models.field_of_view``), in training
+as in the analysis.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ each fit and reads the other source:
     python reports/aspect_fit.py evaluate                                   # every run there; probabilities cached
     python reports/aspect_fit.py geometry                                   # the lesions' shape, per source
 
-Training is the cross-site recipe of ``reports/cross_site.md`` (12 epochs, batch 32, lr 3e-4, patience 6).
+Training is the cross-site recipe of ``reports/cross_site.md`` (12 epochs, batch 32, lr 3e-4, patience 6);
+``train --init RUN/efficientnet_lite0/best.pt`` fine-tunes a run instead (6 epochs, lr 1e-4: ``*-padft-*``).
 Each run is scored on its own source's validation split and on the other source's validation split (which
 chooses) and test split (which only reports); pad minus squash comes with 95% paired group-bootstrap intervals.
 """
@@ -53,7 +54,8 @@ def train(args) -> int:
     use_fit(args.fit)
     tag = f"{args.fit}ft" if args.init else args.fit
     runs = RUNS / f"{args.source}-{tag}-s{args.seed}"
-    recipe = ["--epochs", "6", "--lr", "0.0001", "--init", str(args.init)] if args.init else ["--epochs", "12", "--lr", "0.0003"]
+    recipe = (["--epochs", "6", "--lr", "0.0001", "--init", str(args.init)] if args.init
+              else ["--epochs", "12", "--lr", "0.0003"])
     return T.main(["--models", MODEL, "--data", str(DEFAULT_DATA_DIR / FOLDERS[args.source]), "--runs", str(runs),
                    *recipe, "--batch-size", "32", "--patience", "6", "--seed", str(args.seed), "--quiet"])
 
@@ -115,7 +117,8 @@ def table(results: dict) -> str:
         for key, r in out.items():
             diff = paired_class_differences(r["labels"], np.array(base[key]["probs"]), np.array(r["probs"]),
                                             groups=r["groups"])
-            lines.append(f"| {source}, {fit}, {seed} | {key} | " + " | ".join(_cell(diff.get(s)) for s in SCORES) + " |")
+            cells = " | ".join(_cell(diff.get(s)) for s in SCORES)
+            lines.append(f"| {source}, {fit}, {seed} | {key} | {cells} |")
     return "\n".join(lines)
 
 
@@ -132,7 +135,8 @@ def geometry(args) -> int:
             continue
         ys, xs = np.nonzero(mask)
         h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-        rows.append((c.source, c.label, mask.shape[1] / mask.shape[0], h / w, (h / mask.shape[0]) / (w / mask.shape[1])))
+        height, width = mask.shape
+        rows.append((c.source, c.label, width / height, h / w, (h / height) / (w / width)))
     print("| source | class | lesions | scan width/height, median | lesion height/width, scan pixels: quartiles "
           "| squashed to the square |")
     print("|---|---|---|---|---|---|")

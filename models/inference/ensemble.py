@@ -160,8 +160,8 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
 
     seg_fits = {get_spec(n).fit for n in manifest.shipped("segment")}
     if len(seg_fits) > 1:  # their maps are fused in one square frame
-        raise ValueError(f"{manifest.folder}: the segmenters read scans with different fits ({', '.join(sorted(seg_fits))}); "
-                         "train them with one")
+        raise ValueError(f"{manifest.folder}: the segmenters read scans with different fits "
+                         f"({', '.join(sorted(seg_fits))}); train them with one")
     by_size: dict[tuple[int, str], object] = {}
     logits, seg = {}, {}
     for name in manifest.shipped():

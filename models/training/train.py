@@ -575,7 +575,8 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
                                        progress=not quiet)
         run_dir = args.runs / name
         if ranks.main:
-            print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px ({spec.fit}) on {device}"
+            print(f"{name}: {len(train)} train / {len(val)} validation cases at {spec.input_size} px ({spec.fit}) "
+                  f"on {device}"
                   f"{' with bf16 autocast' if config.bf16 else ''}"
                   f"{f', {ranks.world_size} processes' if ranks.distributed else ''}")
             run_dir.mkdir(parents=True, exist_ok=True)

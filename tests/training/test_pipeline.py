@@ -540,7 +540,8 @@ def test_ship_measures_the_candidate_and_the_shipped_weights_now_on_the_same_cas
 
     from models import zoo
     spec = zoo.get_spec("efficientnet_lite0")
-    monkeypatch.setitem(zoo.REGISTRY, spec.name, dataclasses.replace(spec, fit="squash" if spec.fit == "pad" else "pad"))
+    other = "squash" if spec.fit == "pad" else "pad"
+    monkeypatch.setitem(zoo.REGISTRY, spec.name, dataclasses.replace(spec, fit=other))
     with pytest.raises(weights.WeightsError, match="re-train or restore the registry entry"):
         weights.Manifest.read(copy).load(spec.name)
     assert weights.Manifest.read(copy).recorded_spec(spec.name) == spec

@@ -119,6 +119,40 @@ def table(results: dict) -> str:
                                             groups=r["groups"])
             cells = " | ".join(_cell(diff.get(s)) for s in SCORES)
             lines.append(f"| {source}, {fit}, {seed} | {key} | {cells} |")
+    return "\n".join(lines + ["", seed_summary(results)])
+
+
+def _point(r: dict, score: str) -> float:
+    m = classification_metrics(r["labels"], np.array(r["probs"]), groups=r["groups"], n_boot=0).scores
+    return float(m[score].value) if score in m else float("nan")
+
+
+def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "macro_f1", "lesion_recall")) -> str:
+    """Across seeds: each fit's mean (SD) per split, and pad minus squash paired by seed, with a t interval.
+
+    The bootstrap intervals above hold one seed's cases fixed; this asks whether a difference outlives the
+    seed-to-seed spread of training itself.
+    """
+    from scipy import stats
+    lines = ["Across seeds (mean, SD in brackets; pad minus squash paired by seed, mean with 95% t interval "
+             "over seeds):", "", "| trained on | split | score | seeds | squash | pad | pad minus squash |",
+             "|---|---|---|---|---|---|---|"]
+    for source in FOLDERS:
+        seeds = sorted(n.split("-")[2] for n in results if n.startswith(f"{source}-pad-")
+                       and f"{source}-squash-{n.split('-')[2]}" in results)
+        if len(seeds) < 2:
+            continue
+        for key in results[f"{source}-pad-{seeds[0]}"]:
+            for score in scores:
+                sq = np.array([_point(results[f"{source}-squash-{s}"][key], score) for s in seeds])
+                pd = np.array([_point(results[f"{source}-pad-{s}"][key], score) for s in seeds])
+                if np.isnan(sq).any():
+                    continue
+                d = pd - sq
+                half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+                lines.append(f"| {source} | {key} | {score} | {len(d)} | {sq.mean():.3f} ({sq.std(ddof=1):.3f}) | "
+                             f"{pd.mean():.3f} ({pd.std(ddof=1):.3f}) | {d.mean():+.3f} "
+                             f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] |")
     return "\n".join(lines)
 
 

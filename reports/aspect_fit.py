@@ -9,9 +9,13 @@ each fit and reads the other source:
     python reports/aspect_fit.py train --source busi --fit pad --seed 0     # runs/aspect-fit/busi-pad-s0
     python reports/aspect_fit.py evaluate                                   # every run there; probabilities cached
     python reports/aspect_fit.py geometry                                   # the lesions' shape, per source
+    python reports/aspect_fit.py train --model unet_lite0 --source busi --fit pad   # runs/aspect-fit/unet_lite0/...
+    python reports/aspect_fit.py evaluate --model unet_lite0                # Dice in the scan's own pixels
 
 Training is the cross-site recipe of ``reports/cross_site.md`` (12 epochs, batch 32, lr 3e-4, patience 6);
 ``train --init RUN/efficientnet_lite0/best.pt`` fine-tunes a run instead (6 epochs, lr 1e-4: ``*-padft-*``).
+The U-Net's recipe is its cross-site one (10 epochs, batch 16, lr 1e-3, patience 6); its masks are taken back to
+the scan's shape (``preprocess.to_scan``) and thresholded at 0.5 before Dice, so both fits are scored alike.
 Each run is scored on its own source's validation split and on the other source's validation split (which
 chooses) and test split (which only reports); pad minus squash comes with 95% paired group-bootstrap intervals.
 """
@@ -32,41 +36,57 @@ from models.data.records import CLASSES  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.inference.ensemble import run_model, softmax  # noqa: E402
-from models.preprocess import decode_for, read_case  # noqa: E402
-from models.training.metrics import classification_metrics, paired_class_differences  # noqa: E402
+from models.data.masks import dice_iou  # noqa: E402
+from models.preprocess import decode_for, read_case, to_scan  # noqa: E402
+from models.training.metrics import (Interval, classification_metrics, group_bootstrap,  # noqa: E402
+                                     paired_class_differences)
 from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
 MODEL = "efficientnet_lite0"
+SEGMENTER = "unet_lite0"
 RUNS = REPO / "runs" / "aspect-fit"
 FOLDERS = {"busi": "Dataset_BUSI_with_GT", "busbra": "BUSBRA"}
 OTHER = {"busi": "busbra", "busbra": "busi"}
 SCORES = ("macro_f1", "malignant_auc", "normal_recall", "lesion_recall", "ece")
+SEG_SCORES = ("dice_mean", "empty_rate", "fp_image_rate")
 
 
-def use_fit(fit: str):
-    """The registry's Lite0 with ``fit``, for this process (training and evaluation read the registry)."""
-    REGISTRY[MODEL] = dataclasses.replace(REGISTRY[MODEL], fit=fit)
-    return REGISTRY[MODEL]
+def use_fit(fit: str, model: str = MODEL):
+    """The registry's ``model`` with ``fit``, for this process (training and evaluation read the registry)."""
+    REGISTRY[model] = dataclasses.replace(REGISTRY[model], fit=fit)
+    return REGISTRY[model]
+
+
+def runs_of(model: str) -> Path:
+    """Lite0's runs (``RUNS/busi-pad-s0``) or another model's (``RUNS/<model>/busi-pad-s0``)."""
+    return RUNS if model == MODEL else RUNS / model
 
 
 def train(args) -> int:
     from models.training import train as T
-    use_fit(args.fit)
+    use_fit(args.fit, args.model)
     tag = f"{args.fit}ft" if args.init else args.fit
-    runs = RUNS / f"{args.source}-{tag}-s{args.seed}"
-    recipe = (["--epochs", "6", "--lr", "0.0001", "--init", str(args.init)] if args.init
-              else ["--epochs", "12", "--lr", "0.0003"])
-    return T.main(["--models", MODEL, "--data", str(DEFAULT_DATA_DIR / FOLDERS[args.source]), "--runs", str(runs),
-                   *recipe, "--batch-size", "32", "--patience", "6", "--seed", str(args.seed), "--quiet"])
+    runs = runs_of(args.model) / f"{args.source}-{tag}-s{args.seed}"
+    if args.model == SEGMENTER and args.init:
+        raise SystemExit(f"--init fine-tunes {MODEL} runs only; train {SEGMENTER} without it")
+    if args.model == SEGMENTER:
+        recipe = ["--epochs", "10", "--lr", "0.001", "--batch-size", "16"]
+    else:
+        recipe = (["--epochs", "6", "--lr", "0.0001", "--init", str(args.init)] if args.init
+                  else ["--epochs", "12", "--lr", "0.0003"]) + ["--batch-size", "32"]
+    return T.main(["--models", args.model, "--data", str(DEFAULT_DATA_DIR / FOLDERS[args.source]),
+                   "--runs", str(runs), *recipe, "--patience", "6", "--seed", str(args.seed), "--quiet"])
 
 
-def finished(run: Path) -> bool:
+def finished(run: Path, model: str = MODEL) -> bool:
     """Whether the run's training is over (not a checkpoint of a run still going or paused)."""
-    last = run / MODEL / "last.pt"
+    last = run / model / "last.pt"
     return last.is_file() and bool(torch.load(last, map_location="cpu", weights_only=False)["state"]["done"])
 
 
 def evaluate(args) -> int:
+    if args.model == SEGMENTER:
+        return evaluate_segmenter(args)
     d = DEFAULT_DATA_DIR
     split, cases = load_verified([d / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
     decoded: dict[tuple, object] = {}
@@ -127,13 +147,15 @@ def _point(r: dict, score: str) -> float:
     return float(m[score].value) if score in m else float("nan")
 
 
-def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "macro_f1", "lesion_recall")) -> str:
+def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "macro_f1", "lesion_recall"),
+                 point=None) -> str:
     """Across seeds: each fit's mean (SD) per split, and pad minus squash paired by seed, with a t interval.
 
     The bootstrap intervals above hold one seed's cases fixed; this asks whether a difference outlives the
     seed-to-seed spread of training itself.
     """
     from scipy import stats
+    point = point or _point
     lines = ["Across seeds (mean, SD in brackets; pad minus squash paired by seed, mean with 95% t interval "
              "over seeds):", "", "| trained on | split | score | seeds | squash | pad | pad minus squash |",
              "|---|---|---|---|---|---|---|"]
@@ -144,8 +166,8 @@ def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "mac
             continue
         for key in results[f"{source}-pad-{seeds[0]}"]:
             for score in scores:
-                sq = np.array([_point(results[f"{source}-squash-{s}"][key], score) for s in seeds])
-                pd = np.array([_point(results[f"{source}-pad-{s}"][key], score) for s in seeds])
+                sq = np.array([point(results[f"{source}-squash-{s}"][key], score) for s in seeds])
+                pd = np.array([point(results[f"{source}-pad-{s}"][key], score) for s in seeds])
                 if np.isnan(sq).any():
                     continue
                 d = pd - sq
@@ -154,6 +176,82 @@ def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "mac
                              f"{pd.mean():.3f} ({pd.std(ddof=1):.3f}) | {d.mean():+.3f} "
                              f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] |")
     return "\n".join(lines)
+
+
+def mask_records(net, spec, cases) -> dict:
+    """Per case, the U-Net's mask at 0.5 in the scan's own pixels: Dice against the truth, the share of the scan
+    it covers, and whether the truth holds a lesion."""
+    maps = run_model(net.eval(), spec, decode_for(cases, spec, progress=False).images)
+    dice, area, lesion = [], [], []
+    for c, m in zip(cases, maps):
+        truth = read_case(c)[1]
+        pred = to_scan(m, truth.shape, spec.fit) > 0.5
+        dice.append(dice_iou(pred, truth)[0])
+        area.append(float(pred.mean()))
+        lesion.append(bool(truth.any()))
+    return {"dice": dice, "area": area, "lesion": lesion}
+
+
+def seg_scores(r: dict, idx: np.ndarray | None = None) -> dict[str, float]:
+    """Mean Dice and empty masks on lesion scans, false lesions on normal scans (``idx``: a resample)."""
+    idx = np.arange(len(r["dice"])) if idx is None else idx
+    les = np.asarray(r["lesion"])[idx]
+    dice, area = np.asarray(r["dice"])[idx], np.asarray(r["area"])[idx]
+    out = {"dice_mean": dice[les].mean(), "empty_rate": (area[les] == 0).mean()} if les.any() else {}
+    if (~les).any():
+        out["fp_image_rate"] = (area[~les] > 0).mean()
+    return {k: float(v) for k, v in out.items()}
+
+
+def _interval(point: dict, draws: dict, key: str) -> Interval | None:
+    if key not in point:
+        return None
+    return Interval(point[key], *np.percentile(draws[key], [2.5, 97.5]))
+
+
+def evaluate_segmenter(args) -> int:
+    d = DEFAULT_DATA_DIR
+    split, cases = load_verified([d / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
+    results = {}
+    for run in sorted(p for p in runs_of(SEGMENTER).glob("*-s*") if finished(p, SEGMENTER)):
+        source, fit, seed = run.name.split("-")
+        cache = run / "masks.json"
+        if not cache.is_file():
+            spec = use_fit(fit, SEGMENTER)
+            net = build_model(SEGMENTER, init=None)
+            load_state_file(net, run / SEGMENTER / "best.pt")
+            out = {}
+            for s, name in ((source, "val"), (OTHER[source], "val"), (OTHER[source], "test")):
+                chosen = split.select([c for c in cases if c.source == s], name)
+                out[f"{s} {name}"] = {**mask_records(net, spec, chosen), "groups": [split.groups[c.case_id]
+                                                                                    for c in chosen]}
+            cache.write_text(json.dumps(out))
+            print(f"{run.name}: scored", flush=True)
+        results[run.name] = json.loads(cache.read_text())
+    lines = ["| run | split | " + " | ".join(SEG_SCORES) + " |", "|---|---|" + "---|" * len(SEG_SCORES)]
+    for name, out in results.items():
+        for key, r in out.items():
+            draws = group_bootstrap(lambda i: seg_scores(r, i), r["groups"], 1000, 0)
+            point = seg_scores(r)
+            lines.append(f"| {name} | {key} | " + " | ".join(_cell(_interval(point, draws, s)) for s in SEG_SCORES)
+                         + " |")
+    lines += ["", "pad minus squash, same source, seed and cases (95% paired group bootstrap):", "",
+              "| trained on, seed | split | " + " | ".join(SEG_SCORES) + " |", "|---|---|" + "---|" * len(SEG_SCORES)]
+    for name, out in results.items():
+        source, fit, seed = name.split("-")
+        base = results.get(f"{source}-squash-{seed}")
+        if fit == "squash" or base is None:
+            continue
+        for key, r in out.items():
+            def diff(i, r=r, b=base[key]):
+                a = seg_scores(b, i)
+                return {k: v - a[k] for k, v in seg_scores(r, i).items()}
+            point, draws = diff(None), group_bootstrap(diff, r["groups"], 1000, 0)
+            cells = " | ".join(_cell(_interval(point, draws, s)) for s in SEG_SCORES)
+            lines.append(f"| {source}, {fit}, {seed} | {key} | {cells} |")
+    print("\n".join(lines + ["", seed_summary(results, ("dice_mean", "empty_rate", "fp_image_rate"),
+                                              point=lambda r, s: seg_scores(r).get(s, float("nan")))]))
+    return 0
 
 
 def geometry(args) -> int:
@@ -189,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--source", required=True, choices=tuple(FOLDERS))
     t.add_argument("--fit", required=True, choices=("squash", "pad"))
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--model", choices=(MODEL, SEGMENTER), default=MODEL)
     t.add_argument("--init", type=Path, help="fine-tune this checkpoint (6 epochs, lr 1e-4) instead: run *-<fit>ft-*")
-    sub.add_parser("evaluate")
+    e = sub.add_parser("evaluate")
+    e.add_argument("--model", choices=(MODEL, SEGMENTER), default=MODEL)
     sub.add_parser("geometry")
     args = ap.parse_args(argv)
     return {"train": train, "evaluate": evaluate, "geometry": geometry}[args.command](args)

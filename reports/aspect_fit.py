@@ -112,7 +112,7 @@ def evaluate(args) -> int:
         cache.write_text(json.dumps(out))
         results[run.name] = out
         print(f"{run.name}: scored", flush=True)
-    print(table(results))
+    print(table(results) + "\n\n" + seed_summary(results))
     return 0
 
 
@@ -120,27 +120,34 @@ def _cell(iv) -> str:
     return "—" if iv is None or np.isnan(iv.value) else f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
 
 
-def table(results: dict) -> str:
-    lines = ["| run | split | " + " | ".join(SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
+def table(results: dict, scores: tuple[str, ...] = SCORES, per_run=None, paired=None,
+          what: str = "pad (ft: squash run fine-tuned padded)") -> str:
+    """Each run's scores, then pad minus squash paired on the same cases, then the summary over seeds.
+
+    ``per_run(r)`` and ``paired(r, base)`` give ``{score: Interval}``; the defaults are the classifier's.
+    """
+    per_run = per_run or (lambda r: classification_metrics(r["labels"], np.array(r["probs"]),
+                                                           groups=r["groups"]).scores)
+    paired = paired or (lambda r, b: paired_class_differences(r["labels"], np.array(b["probs"]),
+                                                              np.array(r["probs"]), groups=r["groups"]))
+    head = " | ".join(scores) + " |", "|---|---|" + "---|" * len(scores)
+    lines = ["| run | split | " + head[0], head[1]]
     for name, out in results.items():
         for key, r in out.items():
-            m = classification_metrics(r["labels"], np.array(r["probs"]), groups=r["groups"]).scores
-            lines.append(f"| {name} | {key} | " + " | ".join(_cell(m.get(s)) for s in SCORES) + " |")
-    lines += ["", "pad (ft: squash run fine-tuned padded) minus squash, same source, seed and cases "
-              "(95% paired group bootstrap):", "",
-              "| trained on, seed | split | " + " | ".join(SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
+            m = per_run(r)
+            lines.append(f"| {name} | {key} | " + " | ".join(_cell(m.get(s)) for s in scores) + " |")
+    lines += ["", f"{what} minus squash, same source, seed and cases (95% paired group bootstrap):", "",
+              "| trained on, seed | split | " + head[0], head[1]]
     for name, out in results.items():
         source, fit, seed = name.split("-")
         base = results.get(f"{source}-squash-{seed}")
         if fit == "squash" or base is None:
             continue
         for key, r in out.items():
-            diff = paired_class_differences(r["labels"], np.array(base[key]["probs"]), np.array(r["probs"]),
-                                            groups=r["groups"])
-            cells = " | ".join(_cell(diff.get(s)) for s in SCORES)
-            lines.append(f"| {source}, {fit}, {seed} | {key} | {cells} |")
-    return "\n".join(lines + ["", seed_summary(results)])
-
+            diff = paired(r, base[key])
+            lines.append(f"| {source}, {fit}, {seed} | {key} | " + " | ".join(_cell(diff.get(s)) for s in scores)
+                         + " |")
+    return "\n".join(lines)
 
 def _point(r: dict, score: str) -> float:
     m = classification_metrics(r["labels"], np.array(r["probs"]), groups=r["groups"], n_boot=0).scores
@@ -203,11 +210,15 @@ def seg_scores(r: dict, idx: np.ndarray | None = None) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def _interval(point: dict, draws: dict, key: str) -> Interval | None:
-    if key not in point:
-        return None
-    return Interval(point[key], *np.percentile(draws[key], [2.5, 97.5]))
+def _seg_diff(r: dict, base: dict, idx: np.ndarray | None = None) -> dict[str, float]:
+    a = seg_scores(base, idx)
+    return {k: v - a[k] for k, v in seg_scores(r, idx).items()}
 
+
+def _seg_intervals(r: dict, stat) -> dict[str, Interval]:
+    """``stat(idx)`` on all cases, with its 95% group-bootstrap interval (``idx=None``: every case)."""
+    point, draws = stat(None), group_bootstrap(stat, r["groups"], 1000, 0)
+    return {k: Interval(v, *np.percentile(draws[k], [2.5, 97.5])) for k, v in point.items()}
 
 def evaluate_segmenter(args) -> int:
     d = DEFAULT_DATA_DIR
@@ -228,29 +239,9 @@ def evaluate_segmenter(args) -> int:
             cache.write_text(json.dumps(out))
             print(f"{run.name}: scored", flush=True)
         results[run.name] = json.loads(cache.read_text())
-    lines = ["| run | split | " + " | ".join(SEG_SCORES) + " |", "|---|---|" + "---|" * len(SEG_SCORES)]
-    for name, out in results.items():
-        for key, r in out.items():
-            draws = group_bootstrap(lambda i: seg_scores(r, i), r["groups"], 1000, 0)
-            point = seg_scores(r)
-            lines.append(f"| {name} | {key} | " + " | ".join(_cell(_interval(point, draws, s)) for s in SEG_SCORES)
-                         + " |")
-    lines += ["", "pad minus squash, same source, seed and cases (95% paired group bootstrap):", "",
-              "| trained on, seed | split | " + " | ".join(SEG_SCORES) + " |", "|---|---|" + "---|" * len(SEG_SCORES)]
-    for name, out in results.items():
-        source, fit, seed = name.split("-")
-        base = results.get(f"{source}-squash-{seed}")
-        if fit == "squash" or base is None:
-            continue
-        for key, r in out.items():
-            def diff(i, r=r, b=base[key]):
-                a = seg_scores(b, i)
-                return {k: v - a[k] for k, v in seg_scores(r, i).items()}
-            point, draws = diff(None), group_bootstrap(diff, r["groups"], 1000, 0)
-            cells = " | ".join(_cell(_interval(point, draws, s)) for s in SEG_SCORES)
-            lines.append(f"| {source}, {fit}, {seed} | {key} | {cells} |")
-    print("\n".join(lines + ["", seed_summary(results, ("dice_mean", "empty_rate", "fp_image_rate"),
-                                              point=lambda r, s: seg_scores(r).get(s, float("nan")))]))
+    print(table(results, SEG_SCORES, per_run=lambda r: _seg_intervals(r, lambda i: seg_scores(r, i)),
+                paired=lambda r, b: _seg_intervals(r, lambda i: _seg_diff(r, b, i)), what="pad"))
+    print("\n" + seed_summary(results, SEG_SCORES, point=lambda r, s: seg_scores(r).get(s, float("nan"))))
     return 0
 
 

@@ -63,6 +63,19 @@ def to_scan(values: np.ndarray, shape: tuple[int, int], fit: str = "squash") -> 
     return resize_map(values[top:top + height, left:left + width], shape)
 
 
+def reframe(values: np.ndarray, shape: tuple[int, int], size: int, fit: str, to_fit: str = "squash") -> np.ndarray:
+    """A model's square float map of a scan of ``shape``, read with ``fit``, as a ``size`` square input read with
+    ``to_fit`` would hold it (zero outside the scan): how maps of members of different sizes or fits are fused."""
+    top, left, height, width = placement(shape, values.shape[-1], fit)
+    t, l, h, w = placement(shape, size, to_fit)
+    part = resize_map(values[top:top + height, left:left + width], (h, w))
+    if (h, w) == (size, size):
+        return part
+    out = np.zeros((size, size), np.float32)
+    out[t:t + h, l:l + w] = part
+    return out
+
+
 def resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A model's float map (lesion probability, CAM) at ``shape`` ``(H, W)``, linearly interpolated: the one
     resize behind the analysis, evaluation, calibration and heatmaps."""
@@ -103,6 +116,7 @@ class CaseArrays:
     labels: np.ndarray  # int index into CLASSES
     images: np.ndarray  # (N, S, S) uint8
     masks: np.ndarray  # (N, S, S) bool
+    shapes: tuple[tuple[int, int], ...] = ()  # each scan's (H, W) before resizing, where decoded from files
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -112,13 +126,15 @@ def decode_cases(cases: Sequence[Case], size: int, groups: dict[str, str] | None
                  progress: bool = True, fit: str = "squash") -> CaseArrays:
     images = np.empty((len(cases), size, size), np.uint8)
     masks = np.empty((len(cases), size, size), bool)
+    shapes = []
     for k, case in enumerate(tqdm(cases, desc=f"decoding at {size} px", unit="scan", disable=not progress)):
         gray, mask = read_case(case)
         images[k] = resize_scan(gray, size, fit)
         masks[k] = resize_mask(mask, size, fit)
+        shapes.append(gray.shape[:2])
     return CaseArrays(tuple(c.case_id for c in cases), tuple(c.source for c in cases),
                       tuple((groups or {}).get(c.case_id, c.group_id) for c in cases),
-                      np.array([CLASSES.index(c.label) for c in cases]), images, masks)
+                      np.array([CLASSES.index(c.label) for c in cases]), images, masks, tuple(shapes))
 
 
 def decode_for(cases: Sequence[Case], spec: ModelSpec, groups: dict[str, str] | None = None,

@@ -17,7 +17,7 @@ from torch import nn
 
 from models.data.records import CLASSES
 from models.inference.runtime import onnx_runner
-from models.preprocess import normalize, resize_map
+from models.preprocess import normalize, reframe
 from models.zoo import ModelSpec
 
 ENSEMBLE = "ensemble"  # the fused output's name wherever members and the ensemble are reported side by side
@@ -159,9 +159,8 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
     from models.zoo import get_spec
 
     seg_fits = {get_spec(n).fit for n in manifest.shipped("segment")}
-    if len(seg_fits) > 1:  # their maps are fused in one square frame
-        raise ValueError(f"{manifest.folder}: the segmenters read scans with different fits "
-                         f"({', '.join(sorted(seg_fits))}); train them with one")
+    # the maps are fused in one square frame: the members' own where they share a fit, else the squashed scan's
+    frame = next(iter(seg_fits)) if len(seg_fits) == 1 else "squash"
     by_size: dict[tuple[int, str], object] = {}
     logits, seg = {}, {}
     for name in manifest.shipped():
@@ -177,10 +176,18 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
         (logits if spec.task == "classify" else seg)[name] = out
     first = next(iter(by_size.values())) if by_size else decode_cases(cases, 224, groups, progress=progress)
     masks = first.masks
-    if seg:  # fused at the largest segmenter's size, each map resized as the analysis resizes it to the scan's
+    if seg:  # fused at the largest segmenter's size, each map placed in the frame as the analysis places it on the scan
         size = max(get_spec(n).input_size for n in seg)
-        masks = by_size[size, next(iter(seg_fits))].masks
-        seg = {n: np.stack([resize_map(m, (size, size)) for m in p]) if len(p) and p.shape[-1] != size else p
-               for n, p in seg.items()}
-    return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks,
-                           next(iter(seg_fits), "squash"))
+        if (size, frame) not in by_size:
+            by_size[size, frame] = decode_cases(cases, size, groups, progress=progress, fit=frame)
+        arrays = by_size[size, frame]
+        masks = arrays.masks
+        seg = {n: _in_frame(p, get_spec(n), size, frame, arrays.shapes) for n, p in seg.items()}
+    return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks, frame)
+
+
+def _in_frame(maps: np.ndarray, spec, size: int, frame: str, shapes) -> np.ndarray:
+    """A segmenter's ``(N, s, s)`` maps in the ``size`` square frame that reads scans with ``frame``."""
+    if not len(maps) or (spec.input_size, spec.fit) == (size, frame):
+        return maps
+    return np.stack([reframe(m, shape, size, spec.fit, frame) for m, shape in zip(maps, shapes)])

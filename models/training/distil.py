@@ -55,8 +55,8 @@ def soft_targets(manifest: Manifest, student: str, cases: Sequence[Case], groups
         return fusion.classify(preds.logits)[1].astype(np.float32)
     size = get_spec(student).input_size
     if get_spec(student).fit != preds.seg_fit:  # the maps lie in the teachers' square frame
-        raise ValueError(f"{student} reads scans with fit {get_spec(student).fit!r}, its teachers with "
-                         f"{preds.seg_fit!r}; distil between segmenters of one fit")
+        raise ValueError(f"{student} reads scans with fit {get_spec(student).fit!r}, but its teachers' maps are "
+                         f"fused in the {preds.seg_fit!r} frame; distil into a student of that fit")
     fused = fusion.segment(preds.seg_probs).astype(np.float32)
     if fused.shape[-1] != size:
         fused = np.stack([resize_map(m, (size, size)) for m in fused]).astype(np.float32)

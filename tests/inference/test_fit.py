@@ -7,7 +7,7 @@ import torch
 
 from models import zoo
 from models.inference.explain import explain
-from models.preprocess import FITS, placement, resize_mask, resize_scan, to_input, to_scan
+from models.preprocess import FITS, placement, reframe, resize_mask, resize_scan, to_input, to_scan
 from models.weights import input_spec
 
 
@@ -55,6 +55,21 @@ def test_a_map_goes_back_onto_the_scan_where_it_came_from(fit, shape):
     back = to_scan(square, shape, fit) > 0.5
     assert back.shape == shape
     assert (back & lesion).sum() / (back | lesion).sum() > 0.9
+
+
+@pytest.mark.parametrize("fit, to_fit", [("pad", "squash"), ("squash", "pad"), ("squash", "squash")])
+def test_a_map_moves_to_another_frame_where_the_scan_lies_in_it(fit, to_fit):
+    """Segmenters of different fits and sizes are fused in one frame (``predict_cases``)."""
+    shape = (300, 200)
+    lesion = ellipse(shape, 120, 90, 35, 50)
+    moved = reframe(resize_mask(lesion, 160, fit).astype(np.float32), shape, 96, fit, to_fit)
+    expected = resize_mask(lesion, 96, to_fit)
+    assert moved.shape == (96, 96)
+    assert ((moved > 0.5) & expected).sum() / ((moved > 0.5) | expected).sum() > 0.9
+    top, left, height, width = placement(shape, 96, to_fit)
+    outside = np.ones((96, 96), bool)
+    outside[top:top + height, left:left + width] = False
+    assert not moved[outside].any()
 
 
 def test_an_unknown_fit_is_a_clear_error():

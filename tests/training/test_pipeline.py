@@ -125,7 +125,8 @@ def test_calibrate_then_evaluate(world):
 
 
 def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, monkeypatch):
-    """Calibration and evaluation fuse maps as the analysis does: each resized, here to the largest input."""
+    """Calibration and evaluation fuse maps as the analysis does: each resized, here to the largest input, and
+    a padding member's taken to the squashed frame."""
     import dataclasses
 
     import cv2
@@ -133,7 +134,7 @@ def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, mon
     from models import zoo
     from models.data.splits import load_verified
     from models.inference.ensemble import predict_cases, run_model
-    from models.preprocess import decode_cases
+    from models.preprocess import decode_cases, read_case, reframe
     _, data, split_path, _, wdir = world
     split, cases = load_verified(data, split_path)
     val = split.select(cases, "val")
@@ -161,9 +162,18 @@ def test_segmenters_of_different_input_sizes_are_fused_at_the_largest(world, mon
     assert preds.seg_probs["small"][0] == pytest.approx(expected, abs=1e-6)
     assert preds.masks.sum() == decode_cases(val, 96, split.groups, progress=False).masks.sum()
     assert preds.seg_fit == "squash"
-    specs["big"] = dataclasses.replace(specs["big"], fit="pad")  # maps of two frames cannot be fused
-    with pytest.raises(ValueError, match="two-sizes: the segmenters read scans with different fits"):
-        predict_cases(TwoSizes(), val, split.groups, progress=False)
+    # a padding member's maps join the squashed scan's frame, each placed as the analysis places it on the scan
+    specs["big"] = dataclasses.replace(specs["big"], fit="pad")
+    mixed = predict_cases(TwoSizes(), val, split.groups, progress=False)
+    squashed = decode_cases(val, 96, split.groups, progress=False)
+    assert mixed.seg_fit == "squash" and np.array_equal(mixed.masks, squashed.masks)
+    assert mixed.seg_probs["small"] == pytest.approx(preds.seg_probs["small"])
+    padded = decode_cases(val, 96, split.groups, progress=False, fit="pad")
+    big = run_model(model, specs["big"], padded.images)
+    assert padded.shapes == squashed.shapes and squashed.shapes[0] == read_case(val[0])[0].shape  # 48 x 64: pads
+    for k in (0, len(val) - 1):
+        assert mixed.seg_probs["big"][k] == pytest.approx(reframe(big[k], squashed.shapes[k], 96, "pad"), abs=1e-6)
+    assert not np.allclose(mixed.seg_probs["big"], preds.seg_probs["big"], atol=0.05)
 
 
 def test_temperature_fit_recovers_a_known_temperature():

@@ -59,16 +59,20 @@ def resize_mask(mask: np.ndarray, size: int, fit: str = "squash") -> np.ndarray:
 def to_scan(values: np.ndarray, shape: tuple[int, int], fit: str = "squash") -> np.ndarray:
     """A model's square float map (lesion probability, CAM) back on a scan of ``shape``: the scan's part of the
     input (all of it unless ``fit`` padded it), linearly interpolated to ``shape``."""
+    return resize_map(_scan_part(values, shape, fit), shape)
+
+
+def _scan_part(values: np.ndarray, shape: tuple[int, int], fit: str) -> np.ndarray:
+    """The part of a model's square map that holds a scan of ``shape`` read with ``fit``."""
     top, left, height, width = placement(shape, values.shape[-1], fit)
-    return resize_map(values[top:top + height, left:left + width], shape)
+    return values[top:top + height, left:left + width]
 
 
 def reframe(values: np.ndarray, shape: tuple[int, int], size: int, fit: str, to_fit: str = "squash") -> np.ndarray:
     """A model's square float map of a scan of ``shape``, read with ``fit``, as a ``size`` square input read with
     ``to_fit`` would hold it (zero outside the scan): how maps of members of different sizes or fits are fused."""
-    top, left, height, width = placement(shape, values.shape[-1], fit)
     t, l, h, w = placement(shape, size, to_fit)
-    part = resize_map(values[top:top + height, left:left + width], (h, w))
+    part = resize_map(_scan_part(values, shape, fit), (h, w))
     if (h, w) == (size, size):
         return part
     out = np.zeros((size, size), np.float32)

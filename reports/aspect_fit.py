@@ -149,6 +149,7 @@ def table(results: dict, scores: tuple[str, ...] = SCORES, per_run=None, paired=
                          + " |")
     return "\n".join(lines)
 
+
 def _point(r: dict, score: str) -> float:
     m = classification_metrics(r["labels"], np.array(r["probs"]), groups=r["groups"], n_boot=0).scores
     return float(m[score].value) if score in m else float("nan")
@@ -219,6 +220,7 @@ def _seg_intervals(r: dict, stat) -> dict[str, Interval]:
     """``stat(idx)`` on all cases, with its 95% group-bootstrap interval (``idx=None``: every case)."""
     point, draws = stat(None), group_bootstrap(stat, r["groups"], 1000, 0)
     return {k: Interval(v, *np.percentile(draws[k], [2.5, 97.5])) for k, v in point.items()}
+
 
 def evaluate_segmenter(args) -> int:
     d = DEFAULT_DATA_DIR

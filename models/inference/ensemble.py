@@ -8,7 +8,7 @@ are averaged with their weights and thresholded at the fitted threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -186,7 +186,8 @@ def predict_cases(manifest, cases, groups: Mapping[str, str] | None = None, devi
     return CasePredictions(first.case_ids, first.sources, first.groups, first.labels, logits, seg, masks, frame)
 
 
-def _in_frame(maps: np.ndarray, spec, size: int, frame: str, shapes) -> np.ndarray:
+def _in_frame(maps: np.ndarray, spec: ModelSpec, size: int, frame: str,
+              shapes: Sequence[tuple[int, int]]) -> np.ndarray:
     """A segmenter's ``(N, s, s)`` maps in the ``size`` square frame that reads scans with ``frame``."""
     if not len(maps) or (spec.input_size, spec.fit) == (size, frame):
         return maps

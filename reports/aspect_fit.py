@@ -44,6 +44,7 @@ from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
 MODEL = "efficientnet_lite0"
 SEGMENTER = "unet_lite0"
+MODELS = (MODEL, "efficientnet_lite2", SEGMENTER)  # Lite2: the same cross-site recipe, a larger ImageNet trunk
 RUNS = REPO / "runs" / "aspect-fit"
 FOLDERS = {"busi": "Dataset_BUSI_with_GT", "busbra": "BUSBRA"}
 OTHER = {"busi": "busbra", "busbra": "busi"}
@@ -68,7 +69,7 @@ def train(args) -> int:
     tag = f"{args.fit}ft" if args.init else args.fit
     runs = runs_of(args.model) / f"{args.source}-{tag}-s{args.seed}"
     if args.model == SEGMENTER and args.init:
-        raise SystemExit(f"--init fine-tunes {MODEL} runs only; train {SEGMENTER} without it")
+        raise SystemExit(f"--init fine-tunes classifier runs only; train {SEGMENTER} without it")
     if args.model == SEGMENTER:
         recipe = ["--epochs", "10", "--lr", "0.001", "--batch-size", "16"]
     else:
@@ -91,15 +92,15 @@ def evaluate(args) -> int:
     split, cases = load_verified([d / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
     decoded: dict[tuple, object] = {}
     results = {}
-    for run in sorted(p for p in RUNS.glob("*-s*") if finished(p)):
+    for run in sorted(p for p in runs_of(args.model).glob("*-s*") if finished(p, args.model)):
         source, tag, seed = run.name.split("-")
-        spec = use_fit(tag.removesuffix("ft"))
+        spec = use_fit(tag.removesuffix("ft"), args.model)
         cache = run / "probs.json"
         if cache.is_file():
             results[run.name] = json.loads(cache.read_text())
             continue
-        net = build_model(MODEL, init=None)
-        load_state_file(net, run / MODEL / "best.pt")
+        net = build_model(args.model, init=None)
+        load_state_file(net, run / args.model / "best.pt")
         out = {}
         for s, name in ((source, "val"), (OTHER[source], "val"), (OTHER[source], "test")):
             key = (spec.fit, s, name)
@@ -280,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--source", required=True, choices=tuple(FOLDERS))
     t.add_argument("--fit", required=True, choices=("squash", "pad"))
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--model", choices=(MODEL, SEGMENTER), default=MODEL)
+    t.add_argument("--model", choices=MODELS, default=MODEL)
     t.add_argument("--init", type=Path, help="fine-tune this checkpoint (6 epochs, lr 1e-4) instead: run *-<fit>ft-*")
     e = sub.add_parser("evaluate")
-    e.add_argument("--model", choices=(MODEL, SEGMENTER), default=MODEL)
+    e.add_argument("--model", choices=MODELS, default=MODEL)
     sub.add_parser("geometry")
     args = ap.parse_args(argv)
     return {"train": train, "evaluate": evaluate, "geometry": geometry}[args.command](args)

@@ -156,6 +156,13 @@ def _point(r: dict, score: str) -> float:
     return float(m[score].value) if score in m else float("nan")
 
 
+def seed_difference(d: np.ndarray) -> str:
+    """Differences paired by training seed: their mean with a 95% t interval over the seeds."""
+    from scipy import stats
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
+    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+
+
 def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "macro_f1", "lesion_recall"),
                  point=None) -> str:
     """Across seeds: each fit's mean (SD) per split, and pad minus squash paired by seed, with a t interval.
@@ -163,7 +170,6 @@ def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "mac
     The bootstrap intervals above hold one seed's cases fixed; this asks whether a difference outlives the
     seed-to-seed spread of training itself.
     """
-    from scipy import stats
     point = point or _point
     lines = ["Across seeds (mean, SD in brackets; pad minus squash paired by seed, mean with 95% t interval "
              "over seeds):", "", "| trained on | split | score | seeds | squash | pad | pad minus squash |",
@@ -179,11 +185,8 @@ def seed_summary(results: dict, scores: tuple[str, ...] = ("malignant_auc", "mac
                 pd = np.array([point(results[f"{source}-pad-{s}"][key], score) for s in seeds])
                 if np.isnan(sq).any():
                     continue
-                d = pd - sq
-                half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-                lines.append(f"| {source} | {key} | {score} | {len(d)} | {sq.mean():.3f} ({sq.std(ddof=1):.3f}) | "
-                             f"{pd.mean():.3f} ({pd.std(ddof=1):.3f}) | {d.mean():+.3f} "
-                             f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] |")
+                lines.append(f"| {source} | {key} | {score} | {len(sq)} | {sq.mean():.3f} ({sq.std(ddof=1):.3f}) | "
+                             f"{pd.mean():.3f} ({pd.std(ddof=1):.3f}) | {seed_difference(pd - sq)} |")
     return "\n".join(lines)
 
 

@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from models.data.masks import dice_iou  # noqa: E402
 from models.data.records import CLASSES  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
@@ -35,7 +35,8 @@ from models.training.metrics import classification_metrics  # noqa: E402
 from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
 sys.path.insert(0, str(REPO / "reports"))
-from aspect_fit import FOLDERS, MODEL, OTHER, SEGMENTER, finished, runs_of  # noqa: E402
+from aspect_fit import (FOLDERS, MODEL, OTHER, SEGMENTER, finished, runs_of, seed_difference,  # noqa: E402
+                        seg_scores)
 
 QUANTILES = (2, 25, 50, 75, 98)
 LEVELS = np.arange(256)
@@ -74,14 +75,11 @@ def standardise(images: np.ndarray, ref: dict[str, np.ndarray], variant: str) ->
 
 
 def seg_point(probs: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    """Mean Dice and empty masks on lesion scans, any lesion on normal scans; masks at 0.5 at the model's size."""
-    pred, lesion = probs > 0.5, masks.any(axis=(1, 2))
-    inter, total = (pred & masks).sum(axis=(1, 2)), pred.sum(axis=(1, 2)) + masks.sum(axis=(1, 2))
-    dice = 2 * inter / np.maximum(total, 1)
-    out = {"dice_mean": dice[lesion].mean(), "empty_rate": (pred[lesion].sum(axis=(1, 2)) == 0).mean()}
-    if (~lesion).any():
-        out["fp_image_rate"] = pred[~lesion].any(axis=(1, 2)).mean()
-    return {k: float(v) for k, v in out.items()}
+    """``aspect_fit.seg_scores`` of masks at 0.5 at the model's size: mean Dice and empty masks on lesion scans, any
+    lesion on normal scans."""
+    pred = probs > 0.5
+    return seg_scores({"dice": [dice_iou(p, m)[0] for p, m in zip(pred, masks)], "area": pred.mean(axis=(1, 2)),
+                       "lesion": masks.any(axis=(1, 2))})
 
 
 def class_point(logits: np.ndarray, a: CaseArrays) -> dict[str, float]:
@@ -128,9 +126,7 @@ def table(model: str, values: dict) -> str:
         cells = [f"{base.mean():.3f}"]
         for other in VARIANTS[1:]:
             v = np.array(values[source, read, other, score])
-            d = v - base
-            half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
-            cells += [f"{v.mean():.3f}", f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"]
+            cells += [f"{v.mean():.3f}", seed_difference(v - base)]
         lines.append(f"| {source} | {read} | {score} | {len(base)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

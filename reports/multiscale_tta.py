@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.inference.ensemble import run_model  # noqa: E402
-from models.preprocess import decode_cases  # noqa: E402
+from models.preprocess import decode_cases, resize_map  # noqa: E402
 from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
 sys.path.insert(0, str(REPO / "reports"))
@@ -36,8 +35,8 @@ BASE = (160,)
 
 def averaged(maps: dict[int, np.ndarray], sizes: tuple[int, ...], size: int) -> np.ndarray:
     """The mean of the maps read at ``sizes``, each resized to ``size`` px."""
-    return np.mean([m if s == size else np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
-                                                  for x in m]) for s, m in maps.items() if s in sizes], axis=0)
+    return np.mean([m if s == size else np.stack([resize_map(x, (size, size)) for x in m])
+                    for s, m in maps.items() if s in sizes], axis=0)
 
 
 def main() -> int:

@@ -63,20 +63,25 @@ def runs_of(model: str) -> Path:
     return RUNS if model == MODEL else RUNS / model
 
 
+def train_args(model: str, source: str, runs: Path, seed: int, init: Path | None = None) -> list[str]:
+    """``sonomark train``'s arguments for the one-source cross-site recipe of ``model`` (see the docstring)."""
+    if model == SEGMENTER and init:
+        raise SystemExit(f"--init fine-tunes classifier runs only; train {SEGMENTER} without it")
+    if model == SEGMENTER:
+        recipe = ["--epochs", "10", "--lr", "0.001", "--batch-size", "16"]
+    else:
+        recipe = (["--epochs", "6", "--lr", "0.0001", "--init", str(init)] if init
+                  else ["--epochs", "12", "--lr", "0.0003"]) + ["--batch-size", "32"]
+    return ["--models", model, "--data", str(DEFAULT_DATA_DIR / FOLDERS[source]), "--runs", str(runs), *recipe,
+            "--patience", "6", "--seed", str(seed), "--quiet"]
+
+
 def train(args) -> int:
     from models.training import train as T
     use_fit(args.fit, args.model)
     tag = f"{args.fit}ft" if args.init else args.fit
     runs = runs_of(args.model) / f"{args.source}-{tag}-s{args.seed}"
-    if args.model == SEGMENTER and args.init:
-        raise SystemExit(f"--init fine-tunes classifier runs only; train {SEGMENTER} without it")
-    if args.model == SEGMENTER:
-        recipe = ["--epochs", "10", "--lr", "0.001", "--batch-size", "16"]
-    else:
-        recipe = (["--epochs", "6", "--lr", "0.0001", "--init", str(args.init)] if args.init
-                  else ["--epochs", "12", "--lr", "0.0003"]) + ["--batch-size", "32"]
-    return T.main(["--models", args.model, "--data", str(DEFAULT_DATA_DIR / FOLDERS[args.source]),
-                   "--runs", str(runs), *recipe, "--patience", "6", "--seed", str(args.seed), "--quiet"])
+    return T.main(train_args(args.model, args.source, runs, args.seed, args.init))
 
 
 def finished(run: Path, model: str = MODEL) -> bool:

@@ -13,6 +13,10 @@ processes.
 Ultrasound augmentation: random resized crops, small rotations and shifts, left-right flips and
 brightness/contrast jitter. No vertical flips: the skin line is always at the top of a scan.
 ``--augment scanner`` adds scanner-shift changes of intensity (``models.training.augment``).
+
+``--ema-epochs H`` validates and keeps an exponential moving average of the weights (and of the batch-norm
+statistics) instead of the last step's: each step moves the average by 1/(H x steps per epoch), so it spans about
+the last H epochs (``torch.optim.swa_utils.AveragedModel``).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -81,6 +86,7 @@ class RunConfig:
     augment: str = "standard"  # or "scanner", "scanner-clahe": also models.training.augment.ScannerShift
     erased_normals: float = 0.0  # share of lesion scans also trained on erased, as normal (models.training.erased_normals)
     erased_from: tuple[str, ...] = ()  # the datasets whose lesion scans are erased; () for all
+    ema_epochs: float | None = None  # average the weights over about this many last epochs (see weight_average)
 
     @classmethod
     def for_model(cls, spec: ModelSpec, device: str, **overrides) -> RunConfig:
@@ -89,6 +95,21 @@ class RunConfig:
                     patience=d.patience, device=device, bf16=device == "cuda" or d.bf16_on_cpu)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
+
+
+def weight_average(net: nn.Module, config: RunConfig, steps_per_epoch: int) -> AveragedModel | None:
+    """The moving average of ``net``'s weights and buffers that ``config.ema_epochs`` asks for, or None.
+
+    The decay per step is 1 - 1/(ema_epochs x steps_per_epoch): the average's memory is about ``ema_epochs`` epochs
+    whatever the dataset's size. Buffers (batch-norm statistics) are averaged too, so the average needs no
+    extra pass over the data to be used.
+    """
+    if config.ema_epochs is None:
+        return None
+    if config.ema_epochs <= 0:
+        raise ValueError(f"{config.model}: --ema-epochs must be positive (got {config.ema_epochs})")
+    decay = 1.0 - 1.0 / max(config.ema_epochs * steps_per_epoch, 1.0)
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _with_defaults(saved: dict) -> dict:
@@ -341,6 +362,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
         distributed.agree(_run_identity(config, train, val), "settings or data", ranks)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
+    average = weight_average(net, config, math.ceil(len(train) / config.batch_size))
+    kept = net if average is None else average.module  # the weights that are validated and saved
     # OneCycleLR divides by (pct_start * steps - 1): exactly 10 steps at 0.1 raised ZeroDivisionError
     warmup = 0.1 if max(steps, 1) != 10 else 0.15
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=warmup)
@@ -356,6 +379,8 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
         raise ValueError(mismatch)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+        if average is not None:
+            average.load_state_dict(ckpt["average"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
@@ -409,12 +434,14 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
+            if average is not None:
+                average.update_parameters(net)
             seen += len(image)
             total += loss.item() * len(image)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         train_time = time.time() - t0
         total, seen = distributed.sum_over_ranks([total, seen], ranks, config.device)
-        result = validate(net, spec, val, config, weights.cpu()) if ranks.main else None
+        result = validate(kept, spec, val, config, weights.cpu()) if ranks.main else None
         val_loss, score, per_source = distributed.from_main(result, ranks)
         log = EpochLog(epoch, total / max(seen, 1), val_loss, score, per_source, sched.get_last_lr()[0],
                        time.time() - t0, seen / max(train_time, 1e-9), int(seen))
@@ -432,8 +459,9 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
                 break
             continue
         if improved:
-            _save_atomic({"model": net.state_dict(), "epoch": epoch, "score": score, "config": asdict(config)}, best)
+            _save_atomic({"model": kept.state_dict(), "epoch": epoch, "score": score, "config": asdict(config)}, best)
         _save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      **({} if average is None else {"average": average.state_dict()}),
                       "state": state, "config": asdict(config),
                       "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                      last)
@@ -512,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--erased-from", nargs="+", metavar="DATASET",
                     help="with --erased-normals: erase the lesion scans of these datasets only, e.g. busbra, the one "
                          "without normal scans (default: all)")
+    ap.add_argument("--ema-epochs", type=float, metavar="H",
+                    help="validate and keep a moving average of the weights over about the last H epochs "
+                         "(see weight_average)")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
     ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
@@ -548,7 +579,7 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
         config = RunConfig.for_model(spec, device, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None, augment=args.augment,
-                                     erased_normals=args.erased_normals,
+                                     erased_normals=args.erased_normals, ema_epochs=args.ema_epochs,
                                      erased_from=tuple(sorted(args.erased_from)) if args.erased_from else None,
                                      init=init, distil=teacher_id(teachers) if teachers else None,
                                      distil_weight=args.distil_weight if teachers else None,

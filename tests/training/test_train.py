@@ -61,6 +61,39 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, array
     assert ((tmp_path / "parts" / "last.pt").read_bytes(), (tmp_path / "parts" / "best.pt").read_bytes()) == finished
 
 
+def test_the_weight_average_moves_by_one_over_its_epochs_in_steps():
+    net = torch.nn.Linear(1, 1, bias=False)
+    assert T.weight_average(net, config("unet_lite0"), 5) is None  # not asked for
+    with pytest.raises(ValueError, match="--ema-epochs"):
+        T.weight_average(net, config("unet_lite0", ema_epochs=0.0), 5)
+    average = T.weight_average(net, config("unet_lite0", ema_epochs=2.0), 5)  # decay 1 - 1/10
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        average.update_parameters(net)  # the first update copies
+        net.weight.fill_(3.0)
+        average.update_parameters(net)
+    assert average.module.weight.item() == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
+
+
+def test_a_run_with_a_weight_average_keeps_the_average_and_resumes_it(tmp_path, arrays):
+    train, val = arrays
+    spec = get_spec("efficientnet_lite0")
+    cfg = config("efficientnet_lite0", epochs=2, ema_epochs=1.0, patience=5)
+    T.train_model(spec, train, val, cfg, tmp_path / "whole", progress=False)
+    T.train_model(spec, train, val, cfg, tmp_path / "parts", progress=False, stop_after=1)
+    first = torch.load(tmp_path / "parts" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "parts" / "best.pt", weights_only=False)  # epoch 1: the first is always best
+    kept = {k.removeprefix("module."): v for k, v in first["average"].items() if k.startswith("module.")}
+    assert best["epoch"] == 1 and best["model"].keys() == first["model"].keys() == kept.keys()
+    assert all(torch.equal(best["model"][k], kept[k]) for k in kept)  # best.pt holds the average...
+    assert not all(torch.equal(first["model"][k], kept[k]) for k in kept)  # ...not the last step's weights
+    T.train_model(spec, train, val, cfg, tmp_path / "parts", progress=False)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
+    parts = torch.load(tmp_path / "parts" / "last.pt", weights_only=False)
+    assert all(torch.allclose(whole["average"][k].float(), parts["average"][k].float(), atol=1e-5)
+               for k in whole["average"])  # the average resumes with the run
+
+
 def test_class_weights_balance_the_classes():
     w = T.class_weights(np.array([0, 0, 0, 0, 1]))
     assert w[0] * 2 == pytest.approx(w[1]) and w[2] == 0  # 1/sqrt(4) vs 1/sqrt(1)

@@ -1,0 +1,122 @@
+"""Does a moving average of the weights carry the models across sites? (results in ``reports/cross_site.md``,
+"A moving average of the weights")
+
+Averaging the weights along the end of training (stochastic weight averaging, its moving-average form, and SWAD for
+domain generalisation) finds flatter minima, which the domain-generalisation literature reports to hold better on
+unseen domains than the last step's weights. ``sonomark train --ema-epochs H`` validates and keeps such an average
+over about the last H epochs. This trains the one-source cross-site recipe of ``reports/aspect_fit.py`` (squashed
+fit) with it and pairs each run with the run of the same source and seed there, without it:
+
+    python reports/weight_average.py train --model unet_lite0 --source busi --seed 0   # runs/weight-average/...
+    python reports/weight_average.py evaluate       # every finished run here, beside its aspect-fit twin
+
+Read as ``reports/intensity_match.py`` reads: the U-Net (Dice at its 160 px, empty masks on lesion scans, any lesion
+on a normal scan) and EfficientNet-Lite0 (malignant AUC, macro-F1), on the other source's validation split (which
+would choose) and on the training source's own. Test splits are not read. Differences are paired by training seed,
+with a 95% t interval over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
+from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
+from models.inference.ensemble import run_model  # noqa: E402
+from models.preprocess import CaseArrays, decode_for  # noqa: E402
+from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
+
+sys.path.insert(0, str(REPO / "reports"))
+from aspect_fit import FOLDERS, MODELS, OTHER, finished, runs_of, seed_difference, train_args  # noqa: E402
+from intensity_match import class_point, seg_point  # noqa: E402
+
+EMA_EPOCHS = 2.0
+RUNS = REPO / "runs" / "weight-average"
+
+
+def run_dir(model: str, source: str, seed: int) -> Path:
+    return RUNS / model / f"{source}-ema{EMA_EPOCHS:g}-s{seed}"
+
+
+def train(args) -> int:
+    from models.training import train as T
+    return T.main(train_args(args.model, args.source, run_dir(args.model, args.source, args.seed), args.seed)
+                  + ["--ema-epochs", f"{EMA_EPOCHS:g}"])
+
+
+def paired_runs(model: str) -> list[tuple[str, int, Path, Path]]:
+    """``(source, seed, without, with)`` for every finished run here whose aspect-fit twin has finished too."""
+    out = []
+    for run in sorted((RUNS / model).glob("*-s*")):
+        source, _, seed = run.name.split("-")
+        twin = runs_of(model) / f"{source}-squash-{seed}"
+        if finished(run, model) and finished(twin, model):
+            out.append((source, int(seed[1:]), twin, run))
+    return out
+
+
+def score_pairs(model: str, split, cases) -> dict[tuple[str, str, str, str], list[float]]:
+    """``{(trained on, read on, "last"|"average", score): [one value per seed]}``."""
+    spec = REGISTRY[model]
+    decoded: dict[tuple[str, str], CaseArrays] = {}
+    out: dict[tuple, list[float]] = {}
+    for source, seed, *weights in paired_runs(model):
+        for read in (OTHER[source], source):
+            if read not in decoded:
+                decoded[read] = decode_for(split.select([c for c in cases if c.source == read], "val"), spec,
+                                           split.groups, progress=False)
+            a = decoded[read]
+            for variant, run in zip(("last", "average"), weights):
+                net = build_model(model, init=None)
+                load_state_file(net, run / model / "best.pt")
+                y = run_model(net.eval(), spec, a.images)
+                point = seg_point(y, a.masks) if spec.task == "segment" else class_point(y, a)
+                for score, value in point.items():
+                    out.setdefault((source, read, variant, score), []).append(value)
+        print(f"{model} {source} seed {seed}: scored", flush=True)
+    return out
+
+
+def table(model: str, values: dict) -> str:
+    lines = [f"**{model}** (validation splits; mean over seeds, SD in brackets; average minus last step, paired by "
+             "seed, mean with 95% t interval)", "",
+             "| trained on | read on (val) | score | seeds | last step | moving average | average minus last |",
+             "|---|---|---|---|---|---|---|"]
+    for (source, read, variant, score), base in values.items():
+        if variant != "last":
+            continue
+        base, avg = np.array(base), np.array(values[source, read, "average", score])
+        sd = (lambda v: f" ({v.std(ddof=1):.3f})" if len(v) > 1 else "")
+        lines.append(f"| {source} | {read} | {score} | {len(base)} | {base.mean():.3f}{sd(base)} | "
+                     f"{avg.mean():.3f}{sd(avg)} | {seed_difference(avg - base)} |")
+    return "\n".join(lines)
+
+
+def evaluate(args) -> int:
+    split, cases = load_verified([DEFAULT_DATA_DIR / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
+    print("dataset fingerprints: " + ", ".join(f"{s} {f}" for s, f in split.fingerprints.items()))
+    for model in MODELS[::-1]:
+        if paired_runs(model):
+            print("\n" + table(model, score_pairs(model, split, cases)), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--model", choices=MODELS, required=True)
+    t.add_argument("--source", choices=tuple(FOLDERS), required=True)
+    t.add_argument("--seed", type=int, default=0)
+    sub.add_parser("evaluate")
+    args = ap.parse_args(argv)
+    return {"train": train, "evaluate": evaluate}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,6 +17,10 @@ brightness/contrast jitter. No vertical flips: the skin line is always at the to
 ``--ema-epochs H`` validates and keeps an exponential moving average of the weights (and of the batch-norm
 statistics) instead of the last step's: each step moves the average by 1/(H x steps per epoch), so it spans about
 the last H epochs (``torch.optim.swa_utils.AveragedModel``).
+
+``--linear-probe`` first fits a classifier's head on its frozen ImageNet trunk's features (logistic regression), then
+fine-tunes everything (LP-FT), so that the trunk's features are not distorted by gradients from an untrained head
+(see ``linear_probe``).
 """
 from __future__ import annotations
 
@@ -87,6 +91,7 @@ class RunConfig:
     erased_normals: float = 0.0  # share of lesion scans also trained on erased, as normal (models.training.erased_normals)
     erased_from: tuple[str, ...] = ()  # the datasets whose lesion scans are erased; () for all
     ema_epochs: float | None = None  # average the weights over about this many last epochs (see weight_average)
+    linear_probe: bool = False  # fit the head on the frozen ImageNet trunk before fine-tuning (LP-FT)
 
     @classmethod
     def for_model(cls, spec: ModelSpec, device: str, **overrides) -> RunConfig:
@@ -110,6 +115,53 @@ def weight_average(net: nn.Module, config: RunConfig, steps_per_epoch: int) -> A
         raise ValueError(f"{config.model}: --ema-epochs must be positive (got {config.ema_epochs})")
     decay = 1.0 - 1.0 / max(config.ema_epochs * steps_per_epoch, 1.0)
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+class _PooledFeatures(nn.Module):
+    """A timm classifier's input to its head: the pooled features of its trunk."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+
+def linear_probe(net: nn.Module, spec: ModelSpec, train: CaseArrays, config: RunConfig) -> float:
+    """Set a timm classifier's head to the logistic regression of the training labels on its frozen trunk's pooled
+    features (the scans un-augmented, classes balanced); returns the probe's training accuracy. The L2 penalty is
+    chosen by 5-fold cross-validation on the training cases: unpenalised, a thousand-odd features separate a few
+    hundred scans exactly, and the over-confident head's first gradients would distort the trunk, what LP-FT avoids.
+
+    A class absent from the training cases (BUS-BRA has no normal scans) gets a zero weight and a bias 10 below the
+    others': the probe gives it no say, and fine-tuning may still learn it.
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+    if spec.task != "classify" or not hasattr(net, "forward_head"):
+        raise ValueError(f"{config.model}: --linear-probe fits a timm classifier's head; it has none")
+    if config.init != "default" or spec.offline_init is None:
+        raise ValueError(f"{config.model}: --linear-probe keeps an ImageNet trunk from being distorted; it needs a "
+                         f"model started from its offline ImageNet weights (--init default), not {config.init!r}")
+    counts = np.bincount(train.labels)
+    if counts[counts > 0].min() < 2:
+        raise ValueError(f"{config.model}: --linear-probe needs at least 2 training scans of each class present "
+                         f"(counts {dict(zip(CLASSES, counts.tolist()))})")
+    features = run_model(_PooledFeatures(net), spec, train.images, config.batch_size, config.device, config.bf16)
+    fit = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=int(min(5, counts[counts > 0].min())),
+                               class_weight="balanced", scoring="neg_log_loss",
+                               l1_ratios=(0.0,), use_legacy_attributes=False, max_iter=3000).fit(features, train.labels)
+    coef, bias = fit.coef_, fit.intercept_
+    if len(fit.classes_) == 2:  # sklearn's one vector for two classes, as two logits with the same difference
+        coef, bias = np.concatenate([-coef, coef]) / 2, np.concatenate([-bias, bias]) / 2
+    head = net.get_classifier()
+    weight = np.zeros(tuple(head.weight.shape), np.float32)
+    offset = np.full(len(weight), bias.min() - 10.0, np.float32)
+    weight[fit.classes_], offset[fit.classes_] = coef, bias
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(offset))
+    return float(np.mean(fit.predict(features) == train.labels))
 
 
 def _with_defaults(saved: dict) -> dict:
@@ -377,6 +429,10 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
     ckpt, mismatch = distributed.from_main((None, mismatch) if mismatch else (ckpt, None), ranks)
     if mismatch:  # raised on every rank, so that none waits for the others
         raise ValueError(mismatch)
+    if ckpt is None and config.linear_probe:
+        accuracy = linear_probe(net, spec, train, config)
+        if ranks.main:
+            print(f"{spec.name}: head fitted on the frozen trunk (training accuracy {accuracy:.3f}); fine-tuning")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         if average is not None:
@@ -543,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema-epochs", type=float, metavar="H",
                     help="validate and keep a moving average of the weights over about the last H epochs "
                          "(see weight_average)")
+    ap.add_argument("--linear-probe", action="store_true",
+                    help="fit a classifier's head on its frozen ImageNet trunk first, then fine-tune (LP-FT)")
     ap.add_argument("--limit", type=int, help="use at most this many cases per split (smoke tests)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
     ap.add_argument("--max-minutes", type=float, help="pause (resumably) after the epoch that passes this time")
@@ -580,6 +638,7 @@ def _train_all(args: argparse.Namespace, device: str, ranks: Ranks) -> int:
                                      patience=args.patience, seed=args.seed, limit=args.limit,
                                      balance_sources=args.balance_sources or None, augment=args.augment,
                                      erased_normals=args.erased_normals, ema_epochs=args.ema_epochs,
+                                     linear_probe=args.linear_probe or None,
                                      erased_from=tuple(sorted(args.erased_from)) if args.erased_from else None,
                                      init=init, distil=teacher_id(teachers) if teachers else None,
                                      distil_weight=args.distil_weight if teachers else None,

@@ -94,6 +94,44 @@ def test_a_run_with_a_weight_average_keeps_the_average_and_resumes_it(tmp_path, 
                for k in whole["average"])  # the average resumes with the run
 
 
+def test_the_linear_probe_fits_the_head_on_the_frozen_trunk(arrays):
+    train, _ = arrays
+    cfg = config("efficientnet_lite0", linear_probe=True)
+    net = T.build_model("efficientnet_lite0", "default")
+    trunk = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("classifier.")}
+    accuracy = T.linear_probe(net, get_spec("efficientnet_lite0"), train, cfg)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in trunk.items())  # the trunk is untouched
+    assert net.classifier.weight.abs().sum() > 0  # the zero head is fitted
+    logits = T.run_model(net, get_spec("efficientnet_lite0"), train.images)
+    assert np.mean(logits.argmax(1) == train.labels) == pytest.approx(accuracy)  # the head the probe scored
+    assert accuracy > 0.5  # 12 synthetic scans of 3 classes
+
+
+def test_the_linear_probe_leaves_an_absent_class_without_a_say(arrays):
+    train, _ = arrays
+    two = train.labels != 2
+    keep = lambda xs: tuple(x for x, k in zip(xs, two) if k)  # noqa: E731
+    sub = T.CaseArrays(keep(train.case_ids), keep(train.sources), keep(train.groups), train.labels[two],
+                       train.images[two], train.masks[two])  # benign and malignant only, as BUS-BRA
+    net = T.build_model("efficientnet_lite0", "default")
+    T.linear_probe(net, get_spec("efficientnet_lite0"), sub, config("efficientnet_lite0", linear_probe=True))
+    logits = T.run_model(net, get_spec("efficientnet_lite0"), train.images)
+    assert (logits.argmax(1) != 2).all() and not net.classifier.weight[2].detach().any()
+
+
+def test_the_linear_probe_needs_an_imagenet_classifier(arrays):
+    train, _ = arrays
+    with pytest.raises(ValueError, match="offline ImageNet"):
+        T.linear_probe(T.build_model("resnet18", None), get_spec("resnet18"), train,
+                       config("resnet18", linear_probe=True))
+    with pytest.raises(ValueError, match="--init default"):
+        T.linear_probe(T.build_model("efficientnet_lite0", None), get_spec("efficientnet_lite0"), train,
+                       config("efficientnet_lite0", linear_probe=True, init="none"))
+    with pytest.raises(ValueError, match="head"):
+        T.linear_probe(T.build_model("unet_lite0", None), get_spec("unet_lite0"), train,
+                       config("unet_lite0", linear_probe=True))
+
+
 def test_class_weights_balance_the_classes():
     w = T.class_weights(np.array([0, 0, 0, 0, 1]))
     assert w[0] * 2 == pytest.approx(w[1]) and w[2] == 0  # 1/sqrt(4) vs 1/sqrt(1)

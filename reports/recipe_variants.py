@@ -1,14 +1,18 @@
-"""Does a moving average of the weights carry the models across sites? (results in ``reports/cross_site.md``,
-"A moving average of the weights")
+"""Do two training recipes from the domain-generalisation literature carry the models across sites? (results in
+``reports/cross_site.md``, "A moving average of the weights, and linear probing before fine-tuning")
 
-Averaging the weights along the end of training (stochastic weight averaging, its moving-average form, and SWAD for
-domain generalisation) finds flatter minima, which the domain-generalisation literature reports to hold better on
-unseen domains than the last step's weights. ``sonomark train --ema-epochs H`` validates and keeps such an average
-over about the last H epochs. This trains the one-source cross-site recipe of ``reports/aspect_fit.py`` (squashed
-fit) with it and pairs each run with the run of the same source and seed there, without it:
+- ``ema2``: ``sonomark train --ema-epochs 2`` validates and keeps a moving average of the weights over about the last
+  two epochs. Averaging weights along training (SWA, SWAD) finds flatter minima, reported to hold better on unseen
+  domains than one step's weights.
+- ``lpft``: ``sonomark train --linear-probe`` first fits the classifier's head on the frozen ImageNet trunk's features
+  (logistic regression), then fine-tunes everything (LP-FT): fine-tuning with an untrained head distorts the
+  pretrained features, which is reported to cost accuracy out of distribution more than in it. Classifiers only.
 
-    python reports/weight_average.py train --model unet_lite0 --source busi --seed 0   # runs/weight-average/...
-    python reports/weight_average.py evaluate       # every finished run here, beside its aspect-fit twin
+Each trains the one-source cross-site recipe of ``reports/aspect_fit.py`` (squashed fit) with the change, and is
+paired with the run of the same source and seed there, without it:
+
+    python reports/recipe_variants.py train --recipe ema2 --model unet_lite0 --source busi --seed 0
+    python reports/recipe_variants.py evaluate      # every finished run in runs/recipe-variants, beside its twin
 
 Read as ``reports/intensity_match.py`` reads: the U-Net (Dice at its 160 px, empty masks on lesion scans, any lesion
 on a normal scan) and EfficientNet-Lite0 (malignant AUC, macro-F1), on the other source's validation split (which
@@ -35,24 +39,24 @@ sys.path.insert(0, str(REPO / "reports"))
 from aspect_fit import FOLDERS, MODELS, OTHER, finished, runs_of, seed_difference, train_args  # noqa: E402
 from intensity_match import class_point, seg_point  # noqa: E402
 
-EMA_EPOCHS = 2.0
-RUNS = REPO / "runs" / "weight-average"
+RECIPES = {"ema2": ["--ema-epochs", "2"], "lpft": ["--linear-probe"]}
+RUNS = REPO / "runs" / "recipe-variants"
 
 
-def run_dir(model: str, source: str, seed: int) -> Path:
-    return RUNS / model / f"{source}-ema{EMA_EPOCHS:g}-s{seed}"
+def run_dir(recipe: str, model: str, source: str, seed: int) -> Path:
+    return RUNS / model / f"{source}-{recipe}-s{seed}"
 
 
 def train(args) -> int:
     from models.training import train as T
-    return T.main(train_args(args.model, args.source, run_dir(args.model, args.source, args.seed), args.seed)
-                  + ["--ema-epochs", f"{EMA_EPOCHS:g}"])
+    return T.main(train_args(args.model, args.source, run_dir(args.recipe, args.model, args.source, args.seed),
+                             args.seed) + RECIPES[args.recipe])
 
 
-def paired_runs(model: str) -> list[tuple[str, int, Path, Path]]:
-    """``(source, seed, without, with)`` for every finished run here whose aspect-fit twin has finished too."""
+def paired_runs(recipe: str, model: str) -> list[tuple[str, int, Path, Path]]:
+    """``(source, seed, without, with)`` for every finished run of ``recipe`` whose aspect-fit twin has finished."""
     out = []
-    for run in sorted((RUNS / model).glob("*-s*")):
+    for run in sorted((RUNS / model).glob(f"*-{recipe}-s*")):
         source, _, seed = run.name.split("-")
         twin = runs_of(model) / f"{source}-squash-{seed}"
         if finished(run, model) and finished(twin, model):
@@ -60,49 +64,51 @@ def paired_runs(model: str) -> list[tuple[str, int, Path, Path]]:
     return out
 
 
-def score_pairs(model: str, split, cases) -> dict[tuple[str, str, str, str], list[float]]:
-    """``{(trained on, read on, "last"|"average", score): [one value per seed]}``."""
+def score_pairs(recipe: str, model: str, split, cases) -> dict[tuple[str, str, str, str], list[float]]:
+    """``{(trained on, read on, "without"|"with", score): [one value per seed]}``."""
     spec = REGISTRY[model]
     decoded: dict[tuple[str, str], CaseArrays] = {}
     out: dict[tuple, list[float]] = {}
-    for source, seed, *weights in paired_runs(model):
+    for source, seed, *weights in paired_runs(recipe, model):
         for read in (OTHER[source], source):
             if read not in decoded:
                 decoded[read] = decode_for(split.select([c for c in cases if c.source == read], "val"), spec,
                                            split.groups, progress=False)
             a = decoded[read]
-            for variant, run in zip(("last", "average"), weights):
+            for variant, run in zip(("without", "with"), weights):
                 net = build_model(model, init=None)
                 load_state_file(net, run / model / "best.pt")
                 y = run_model(net.eval(), spec, a.images)
                 point = seg_point(y, a.masks) if spec.task == "segment" else class_point(y, a)
                 for score, value in point.items():
                     out.setdefault((source, read, variant, score), []).append(value)
-        print(f"{model} {source} seed {seed}: scored", flush=True)
+        print(f"{recipe} {model} {source} seed {seed}: scored", flush=True)
     return out
 
 
-def table(model: str, values: dict) -> str:
-    lines = [f"**{model}** (validation splits; mean over seeds, SD in brackets; average minus last step, paired by "
-             "seed, mean with 95% t interval)", "",
-             "| trained on | read on (val) | score | seeds | last step | moving average | average minus last |",
-             "|---|---|---|---|---|---|---|"]
+def table(recipe: str, model: str, values: dict) -> str:
+    lines = [f"**{model}, {recipe}** ({' '.join(RECIPES[recipe])}; validation splits; mean over seeds, SD in "
+             "brackets; with minus without, paired by seed, mean with 95% t interval)", "",
+             "| trained on | read on (val) | score | seeds | without | with | with minus without | "
+             "per seed, with / without |", "|---|---|---|---|---|---|---|---|"]
     for (source, read, variant, score), base in values.items():
-        if variant != "last":
+        if variant != "without":
             continue
-        base, avg = np.array(base), np.array(values[source, read, "average", score])
+        base, avg = np.array(base), np.array(values[source, read, "with", score])
         sd = (lambda v: f" ({v.std(ddof=1):.3f})" if len(v) > 1 else "")
         lines.append(f"| {source} | {read} | {score} | {len(base)} | {base.mean():.3f}{sd(base)} | "
-                     f"{avg.mean():.3f}{sd(avg)} | {seed_difference(avg - base)} |")
+                     f"{avg.mean():.3f}{sd(avg)} | {seed_difference(avg - base)} | "
+                     + ", ".join(f"{x:.3f} / {y:.3f}" for x, y in zip(avg, base)) + " |")
     return "\n".join(lines)
 
 
 def evaluate(args) -> int:
     split, cases = load_verified([DEFAULT_DATA_DIR / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
     print("dataset fingerprints: " + ", ".join(f"{s} {f}" for s, f in split.fingerprints.items()))
-    for model in MODELS[::-1]:
-        if paired_runs(model):
-            print("\n" + table(model, score_pairs(model, split, cases)), flush=True)
+    for recipe in RECIPES:
+        for model in MODELS[::-1]:
+            if paired_runs(recipe, model):
+                print("\n" + table(recipe, model, score_pairs(recipe, model, split, cases)), flush=True)
     return 0
 
 
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
+    t.add_argument("--recipe", choices=tuple(RECIPES), required=True)
     t.add_argument("--model", choices=MODELS, required=True)
     t.add_argument("--source", choices=tuple(FOLDERS), required=True)
     t.add_argument("--seed", type=int, default=0)

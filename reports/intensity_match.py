@@ -87,6 +87,11 @@ def class_point(logits: np.ndarray, a: CaseArrays) -> dict[str, float]:
     return {k: float(m[k].value) for k in ("malignant_auc", "macro_f1") if k in m}
 
 
+def read_scores(outputs: np.ndarray, a: CaseArrays, spec) -> dict[str, float]:
+    """A model's outputs on ``a`` scored: ``seg_point`` for a segmenter, ``class_point`` for a classifier."""
+    return seg_point(outputs, a.masks) if spec.task == "segment" else class_point(outputs, a)
+
+
 def score_runs(model: str, split, cases) -> dict[tuple[str, str, str], list[float]]:
     """``{(trained on, read on, variant, score): [one value per seed]}`` over the finished squash runs."""
     spec = REGISTRY[model]
@@ -108,8 +113,7 @@ def score_runs(model: str, split, cases) -> dict[tuple[str, str, str], list[floa
             a = arrays(read, "val")
             for variant in VARIANTS:
                 y = run_model(net.eval(), spec, standardise(a.images, ref, variant))
-                point = seg_point(y, a.masks) if spec.task == "segment" else class_point(y, a)
-                for score, value in point.items():
+                for score, value in read_scores(y, a, spec).items():
                     out.setdefault((source, read, variant, score), []).append(value)
         print(f"{model} {run.name}: scored", flush=True)
     return out

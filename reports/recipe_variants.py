@@ -37,7 +37,7 @@ from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
 sys.path.insert(0, str(REPO / "reports"))
 from aspect_fit import FOLDERS, MODELS, OTHER, finished, runs_of, seed_difference, train_args  # noqa: E402
-from intensity_match import class_point, seg_point  # noqa: E402
+from intensity_match import read_scores  # noqa: E402
 
 RECIPES = {"ema2": ["--ema-epochs", "2"], "lpft": ["--linear-probe"]}
 RUNS = REPO / "runs" / "recipe-variants"
@@ -67,20 +67,18 @@ def paired_runs(recipe: str, model: str) -> list[tuple[str, int, Path, Path]]:
 def score_pairs(recipe: str, model: str, split, cases) -> dict[tuple[str, str, str, str], list[float]]:
     """``{(trained on, read on, "without"|"with", score): [one value per seed]}``."""
     spec = REGISTRY[model]
-    decoded: dict[tuple[str, str], CaseArrays] = {}
+    decoded: dict[str, CaseArrays] = {}
     out: dict[tuple, list[float]] = {}
     for source, seed, *weights in paired_runs(recipe, model):
-        for read in (OTHER[source], source):
-            if read not in decoded:
-                decoded[read] = decode_for(split.select([c for c in cases if c.source == read], "val"), spec,
-                                           split.groups, progress=False)
-            a = decoded[read]
-            for variant, run in zip(("without", "with"), weights):
-                net = build_model(model, init=None)
-                load_state_file(net, run / model / "best.pt")
-                y = run_model(net.eval(), spec, a.images)
-                point = seg_point(y, a.masks) if spec.task == "segment" else class_point(y, a)
-                for score, value in point.items():
+        for variant, run in zip(("without", "with"), weights):
+            net = build_model(model, init=None)
+            load_state_file(net, run / model / "best.pt")
+            for read in (OTHER[source], source):
+                if read not in decoded:
+                    decoded[read] = decode_for(split.select([c for c in cases if c.source == read], "val"), spec,
+                                               split.groups, progress=False)
+                y = run_model(net.eval(), spec, decoded[read].images)
+                for score, value in read_scores(y, decoded[read], spec).items():
                     out.setdefault((source, read, variant, score), []).append(value)
         print(f"{recipe} {model} {source} seed {seed}: scored", flush=True)
     return out
@@ -94,11 +92,11 @@ def table(recipe: str, model: str, values: dict) -> str:
     for (source, read, variant, score), base in values.items():
         if variant != "without":
             continue
-        base, avg = np.array(base), np.array(values[source, read, "with", score])
+        base, changed = np.array(base), np.array(values[source, read, "with", score])
         sd = (lambda v: f" ({v.std(ddof=1):.3f})" if len(v) > 1 else "")
         lines.append(f"| {source} | {read} | {score} | {len(base)} | {base.mean():.3f}{sd(base)} | "
-                     f"{avg.mean():.3f}{sd(avg)} | {seed_difference(avg - base)} | "
-                     + ", ".join(f"{x:.3f} / {y:.3f}" for x, y in zip(avg, base)) + " |")
+                     f"{changed.mean():.3f}{sd(changed)} | {seed_difference(changed - base)} | "
+                     + ", ".join(f"{x:.3f} / {y:.3f}" for x, y in zip(changed, base)) + " |")
     return "\n".join(lines)
 
 

@@ -112,7 +112,8 @@ def weight_average(net: nn.Module, config: RunConfig, steps_per_epoch: int) -> A
     if config.ema_epochs is None:
         return None
     if config.ema_epochs <= 0:
-        raise ValueError(f"{config.model}: --ema-epochs must be positive (got {config.ema_epochs})")
+        raise ValueError(f"{config.model}: --ema-epochs {config.ema_epochs}: give a positive number of epochs "
+                         "(2 averages about the last two)")
     decay = 1.0 - 1.0 / max(config.ema_epochs * steps_per_epoch, 1.0)
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
@@ -139,14 +140,15 @@ def linear_probe(net: nn.Module, spec: ModelSpec, train: CaseArrays, config: Run
     """
     from sklearn.linear_model import LogisticRegressionCV
     if spec.task != "classify" or not hasattr(net, "forward_head"):
-        raise ValueError(f"{config.model}: --linear-probe fits a timm classifier's head; it has none")
+        raise ValueError(f"{config.model}: --linear-probe fits a timm classifier's head, and this model has none; "
+                         "train it without --linear-probe")
     if config.init != "default" or spec.offline_init is None:
         raise ValueError(f"{config.model}: --linear-probe keeps an ImageNet trunk from being distorted; it needs a "
                          f"model started from its offline ImageNet weights (--init default), not {config.init!r}")
     counts = np.bincount(train.labels)
     if counts[counts > 0].min() < 2:
         raise ValueError(f"{config.model}: --linear-probe needs at least 2 training scans of each class present "
-                         f"(counts {dict(zip(CLASSES, counts.tolist()))})")
+                         f"(counts {dict(zip(CLASSES, counts.tolist()))}); add scans or train without --linear-probe")
     features = run_model(_PooledFeatures(net), spec, train.images, config.batch_size, config.device, config.bf16)
     fit = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=int(min(5, counts[counts > 0].min())),
                                class_weight="balanced", scoring="neg_log_loss",

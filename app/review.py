@@ -203,7 +203,11 @@ def verdict_markdown(a: Analysis) -> str:
 
 
 def per_model_rows(a: Analysis) -> list[list]:
-    return [[name, *(round(p[c], 3) for c in CLASSES)] for name, p in a.per_model.items()] + \
+    """Each classifier's calibrated probabilities, the lesion graders' (benign or malignant of the lesion found, no
+    normal call), then the ensemble's."""
+    graded = ([["lesion graders (crop around the mask)", *(round(a.lesion_grade[c], 3) if c in a.lesion_grade else ""
+                                                          for c in CLASSES)]] if a.lesion_grade else [])
+    return [[name, *(round(p[c], 3) for c in CLASSES)] for name, p in a.per_model.items()] + graded + \
         [["ensemble", *(round(a.probabilities[c], 3) for c in CLASSES)]]
 
 
@@ -232,7 +236,7 @@ def summary(a: Analysis) -> dict:
     """The analysis as plain data (what the API returns besides images)."""
     m = a.measurements
     return {"scan": a.scan_name, "sha256": a.scan_sha256, "label": a.label, "probabilities": a.probabilities,
-            "per_model": a.per_model, "uncertainty": a.uncertainty, "review": a.review,
+            "per_model": a.per_model, "lesion_grade": a.lesion_grade, "uncertainty": a.uncertainty, "review": a.review,
             "review_reasons": list(a.review_reasons), "lesion_pixels": int(a.mask.sum()),
             "measurements": None if m is None else {k: getattr(m, k) for k in (
                 "unit", "area", "longest_diameter", "perpendicular_diameter", "depth_to_width", "circularity",

@@ -31,13 +31,14 @@ def images_per_s(name: str, bf16: bool, steps: int, batch: int, channels_last: b
     model = build_model(name, init=None).train().to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, spec.input_size, spec.input_size).contiguous(memory_format=fmt)
-    target = (torch.randint(0, 3, (batch,)) if spec.task == "classify"
+    target = (torch.randint(0, 3, (batch,)) if spec.task != "segment"
               else (torch.rand(batch, 1, spec.input_size, spec.input_size) > 0.5).float())
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(x).float()
-        loss = F.cross_entropy(out, target) if spec.task == "classify" else F.binary_cross_entropy_with_logits(out, target)
+        loss = (F.cross_entropy(out, target) if spec.task != "segment"
+                else F.binary_cross_entropy_with_logits(out, target))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -6,6 +6,9 @@ duplicated: the grayscale scan is resized to the spec's square input (area inter
 normalized with the spec's mean and std; ``to_scan`` takes a model's map back to the scan's shape. A scan
 inside a screen capture's frame is first cropped to its imaging region (``models.field_of_view``), in training
 as in the analysis.
+
+A lesion grader (a registry entry of task "grade") reads ``lesion_crop`` instead: the square around the lesion's
+mask, widened by the spec's ``crop_margin``, so that it sees the lesion at the same scale on every scanner.
 """
 from __future__ import annotations
 
@@ -86,6 +89,32 @@ def resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(values.astype(np.float32, copy=False), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
+def lesion_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int] | None:
+    """``(top, left, bottom, right)`` of the square around ``mask``'s lesion pixels, widened by ``margin`` of its
+    side on every side and moved inside the scan (cut to the scan where it is larger); None for an empty mask.
+
+    Square in the scan's own pixels, so that the lesion's height/width ratio (a malignancy sign) is kept."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return None
+    side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) * (1 + 2 * margin)
+    spans = []
+    for lo, hi, n in ((rows[0], rows[-1] + 1, mask.shape[0]), (cols[0], cols[-1] + 1, mask.shape[1])):
+        s = min(int(round(side)), n)
+        start = min(max(int(round((lo + hi) / 2 - s / 2)), 0), n - s)
+        spans.append((start, start + s))
+    return spans[0][0], spans[1][0], spans[0][1], spans[1][1]
+
+
+def lesion_crop(gray: np.ndarray, mask: np.ndarray, spec: ModelSpec) -> np.ndarray | None:
+    """The ``spec.input_size`` square a lesion grader reads: the scan around ``mask``'s lesion; None if empty."""
+    box = lesion_box(mask, spec.crop_margin)
+    if box is None:
+        return None
+    t, l, b, r = box
+    return resize_scan(gray[t:b, l:r], spec.input_size)
+
+
 def normalize(batch_uint8: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """``(B, H, W)`` or ``(B, 1, H, W)`` uint8 scans to the model's normalized ``(B, 3, H, W)`` float input."""
     x = batch_uint8.float().div_(255.0)
@@ -143,5 +172,27 @@ def decode_cases(cases: Sequence[Case], size: int, groups: dict[str, str] | None
 
 def decode_for(cases: Sequence[Case], spec: ModelSpec, groups: dict[str, str] | None = None,
                progress: bool = True) -> CaseArrays:
-    """``decode_cases`` as ``spec``'s model reads them: its input size and fit."""
+    """``decode_cases`` as ``spec``'s model reads them: its input size and fit; for a lesion grader, the crop
+    around each case's reference mask (``decode_lesions``)."""
+    if spec.task == "grade":
+        return decode_lesions(cases, spec, groups, progress)
     return decode_cases(cases, spec.input_size, groups, progress, spec.fit)
+
+
+def decode_lesions(cases: Sequence[Case], spec: ModelSpec, groups: dict[str, str] | None = None,
+                   progress: bool = True) -> CaseArrays:
+    """Lesion cases as a grader trains on them: the crop around the reference mask (``lesion_crop``)."""
+    size = spec.input_size
+    images = np.empty((len(cases), size, size), np.uint8)
+    masks = np.empty((len(cases), size, size), bool)
+    for k, case in enumerate(tqdm(cases, desc=f"cropping lesions at {size} px", unit="scan", disable=not progress)):
+        gray, mask = read_case(case)
+        box = lesion_box(mask, spec.crop_margin)
+        if box is None:
+            raise ValueError(f"{case.image_path}: {case.label} case {case.case_id} has an empty lesion mask; a lesion "
+                             "grader trains on lesion cases with masks only (check its mask files)")
+        t, l, b, r = box
+        images[k], masks[k] = resize_scan(gray[t:b, l:r], size), resize_mask(mask[t:b, l:r], size)
+    return CaseArrays(tuple(c.case_id for c in cases), tuple(c.source for c in cases),
+                      tuple((groups or {}).get(c.case_id, c.group_id) for c in cases),
+                      np.array([CLASSES.index(c.label) for c in cases]), images, masks)

@@ -46,6 +46,8 @@ def input_spec(spec: ModelSpec) -> dict:
            "classes": list(spec.classes), "cam_layer": spec.cam_layer}
     if spec.fit != "squash":  # only where set, so that weights shipped before the fit existed still verify
         out["fit"] = spec.fit
+    if spec.task == "grade":
+        out["crop_margin"] = spec.crop_margin
     return out
 
 

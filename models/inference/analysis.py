@@ -25,7 +25,7 @@ from models.inference.review import review_reasons
 from models.inference.runtime import Runner, check_backend, make_runner
 from models.field_of_view import Region
 from models.inference.scan import Scan
-from models.preprocess import to_input, to_scan
+from models.preprocess import lesion_crop, to_input, to_scan
 from models.weights import WEIGHTS_DIR, Manifest
 from models.zoo import get_spec
 
@@ -47,6 +47,9 @@ class Analysis:
     threshold: float
     model_versions: dict[str, str]  # model -> first 12 hex of its weights' sha256
     region: Region | None = None  # the imaging region the models read (None: the whole scan)
+    # the lesion graders' calibrated benign/malignant probabilities on the square around the mask (None: no grader
+    # shipped, or no lesion found); already part of ``probabilities`` with the ensemble's fitted share
+    lesion_grade: dict[str, float] | None = None
 
 
 
@@ -86,6 +89,10 @@ class Analyzer:
     def segmenters(self) -> list[str]:
         return self.manifest.shipped("segment")
 
+    @property
+    def graders(self) -> list[str]:
+        return self.manifest.shipped("grade") if self.segmenters else []
+
     def model(self, name: str) -> torch.nn.Module:
         with self._lock:
             if name not in self._models:
@@ -104,7 +111,7 @@ class Analyzer:
 
     def warm_up(self) -> None:
         """Load every shipped model and prepare its runner now (a few seconds), not at the first scan."""
-        for name in self.classifiers + self.segmenters:
+        for name in self.classifiers + self.segmenters + self.graders:
             self.runner(name)
 
     def model_versions(self) -> dict[str, str]:
@@ -123,7 +130,18 @@ class Analyzer:
     def _raw(self, name: str, inputs: dict[tuple, np.ndarray]) -> np.ndarray:
         """Logits ``(classes,)`` of a classifier or the lesion probabilities ``(S, S)`` of a segmenter."""
         out = self.runner(name)(inputs[self._input_key(name)])
-        return out[0] if get_spec(name).task == "classify" else expit(out[0, 0]).astype(np.float32)
+        return expit(out[0, 0]).astype(np.float32) if get_spec(name).task == "segment" else out[0]
+
+    def _grades(self, gray: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Each grader's logits ``(1, classes)`` on the square around ``mask`` (both at the region's size); none
+        when the mask is empty."""
+        out = {}
+        for n in self.graders:
+            crop = lesion_crop(gray, mask, get_spec(n))
+            if crop is None:
+                return {}
+            out[n] = self.runner(n)(to_input(crop, get_spec(n)).numpy())[:1]
+        return out
 
     def analyze(self, scan: Scan, timings: dict[str, float] | None = None) -> Analysis:
         """The full analysis of one scan; ``timings``, if given, receives seconds per stage."""
@@ -136,8 +154,6 @@ class Analyzer:
         for n in self.classifiers:
             logits[n] = self._raw(n, inputs)[None]
             clock.lap(f"model {n}")
-        per_model, fused = self.fusion.classify(logits) if logits else ({}, np.full((1, len(CLASSES)), 1 / len(CLASSES)))
-        probs = fused[0]
         maps = {}
         for n in self.segmenters:
             maps[n] = to_scan(self._raw(n, inputs), (h, w), get_spec(n).fit)
@@ -145,6 +161,11 @@ class Analyzer:
         lesion = self.fusion.segment(maps).astype(np.float32) if maps else np.zeros((h, w), np.float32)
         clock.lap("fusion")
         mask = clean_mask(lesion > self.fusion.threshold)  # at the region's size: specks are judged against the scan
+        grades = self._grades(gray, mask) if logits else {}
+        clock.lap("lesion grading")
+        per_model, fused = (self.fusion.classify(logits, grades) if logits
+                            else ({}, np.full((1, len(CLASSES)), 1 / len(CLASSES))))
+        probs = fused[0]
         maps = {n: scan.place(m) for n, m in maps.items()}
         lesion, mask = scan.place(lesion), scan.place(mask)
         label = CLASSES[int(np.argmax(probs))]
@@ -161,7 +182,9 @@ class Analyzer:
             per_model={n: {c: float(v) for c, v in zip(CLASSES, p[0])} for n, p in per_model.items()},
             uncertainty=entropy, review=bool(reasons), review_reasons=tuple(reasons), mask=mask,
             lesion_probability=lesion, segmenter_maps=maps, measurements=measurements,
-            threshold=self.fusion.threshold, model_versions=self.model_versions(), region=scan.region)
+            threshold=self.fusion.threshold, model_versions=self.model_versions(), region=scan.region,
+            lesion_grade=({c: float(v) for c, v in zip(("benign", "malignant"), self.fusion.lesion_grade(grades)[0])}
+                          if grades else None))
 
     def explain(self, scan: Scan, model: str, target_class: str | None = None, method: str = "Grad-CAM") -> Heatmap:
         """A Grad-CAM heatmap of one classifier (computed now, not part of ``analyze``)."""

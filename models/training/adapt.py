@@ -127,7 +127,8 @@ class Comparison:
 
 def _case_scores(preds: CasePredictions, fusion: Fusion) -> tuple[np.ndarray, np.ndarray]:
     """(ensemble class probabilities (N, 3), per-case Dice of the fused mask, NaN on normal scans)."""
-    probs = fusion.classify(preds.logits)[1] if preds.logits else np.full((len(preds.labels), len(CLASSES)), np.nan)
+    probs = (fusion.classify(preds.logits, preds.grade_logits)[1] if preds.logits
+             else np.full((len(preds.labels), len(CLASSES)), np.nan))
     dice = np.full(len(preds.labels), np.nan)
     if preds.seg_probs:
         fused = fusion.segment(preds.seg_probs)

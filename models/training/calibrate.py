@@ -4,6 +4,8 @@
 - the classifiers' combination weights (minimum NLL of the weighted mean of calibrated probabilities);
 - the segmenters' weights and the mask threshold (maximum mean Dice over validation images, where a
   normal scan scores 1 only when nothing is predicted);
+- then, with that mask, each lesion grader's temperature (benign vs malignant, on the validation lesions it found)
+  and the graders' share of the benign/malignant split (minimum NLL of the ensemble's probabilities, on a grid);
 - first of all, the activation ranges of each member registered ``int8`` (run int8 on the CPU), so that
   the fits above are made on the outputs the engine gives.
 The results go into ``weights/manifest.json``. The test split is never read.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from dataclasses import replace
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -23,7 +26,8 @@ from scipy.optimize import minimize, minimize_scalar
 from models.data.masks import dice_iou
 from models.data.sources import DEFAULT_DATA_DIR
 from models.data.splits import DEFAULT_SPLIT, load_verified
-from models.inference.ensemble import CasePredictions, Fusion, predict_cases, softmax
+from models.data.records import CLASSES
+from models.inference.ensemble import CasePredictions, Fusion, grade_cases, predict_cases, softmax
 from models.inference.quantize import activation_ranges
 from models.inference.runtime import onnx_bytes
 from models.preprocess import decode_for, normalize
@@ -127,9 +131,38 @@ def fit_int8_ranges(manifest: Manifest, cases, groups: Mapping[str, str] | None 
     return done
 
 
+GRADE_SHARES = np.round(np.arange(0, 1.001, 0.05), 2)
+
+
+def fit_grading(manifest: Manifest, cases, preds: CasePredictions, fusion: Fusion) -> dict:
+    """The lesion graders' temperatures (into the manifest) and their share of the benign/malignant split, read
+    through ``fusion``'s fitted mask: ``{"grade_share", "grade_found", "grade_val_nll"}``."""
+    grades = grade_cases(manifest, cases, preds, fusion, progress=False)
+    pair = [CLASSES.index("benign"), CLASSES.index("malignant")]
+    lesion = np.isin(preds.labels, pair)
+    temps = {}
+    for name, logits in grades.items():
+        read = lesion & ~np.isnan(logits).any(1)
+        if read.sum() < 2 or len(set(preds.labels[read])) < 2:
+            raise ValueError(f"{name}: the mask found fewer than 2 validation lesions of each kind to read; "
+                             "calibrate it on more validation lesion cases")
+        y = (preds.labels[read] == pair[1]).astype(int)
+        temps[name] = fit_temperature(logits[read][:, pair], y)
+        manifest.models[name]["temperature"] = round(temps[name], 4)
+    _, fused = fusion.classify(preds.logits)
+    graded = replace(fusion, temperatures={**fusion.temperatures, **temps})
+    losses = {float(a): nll(replace(graded, grade_share=float(a)).grade(fused, grades), preds.labels)
+              for a in GRADE_SHARES}
+    share = min(losses, key=losses.get)
+    found = ~np.isnan(next(iter(grades.values()))).any(1)
+    return {"grade_share": share, "grade_found": round(float(found[lesion].mean()), 4),
+            "grade_val_nll": {"without": round(losses[0.0], 4), "with": round(losses[share], 4)}}
+
+
 def calibrate(manifest: Manifest, preds: CasePredictions, fingerprints: Mapping[str, str],
-              class_bias: bool = False) -> dict:
-    """Fit and write the ensemble's calibration; ``class_bias`` also fits per-class logit offsets."""
+              class_bias: bool = False, cases=None) -> dict:
+    """Fit and write the ensemble's calibration; ``class_bias`` also fits per-class logit offsets. The lesion
+    graders are fitted only when ``cases`` (those ``preds`` were made on) are given: they read the scans again."""
     y = preds.labels
     biases: dict[str, list[float]] = {}
     if class_bias:
@@ -153,6 +186,11 @@ def calibrate(manifest: Manifest, preds: CasePredictions, fingerprints: Mapping[
     if preds.seg_probs:
         weights, threshold, dice = fit_segmentation(preds.seg_probs, preds.masks)
         fitted.update(seg_weights=weights, threshold=threshold, val_mean_dice=round(dice, 4))
+    if cases is not None and preds.logits and preds.seg_probs and manifest.shipped("grade"):
+        fitted.update(fit_grading(manifest, cases, preds, Fusion(temps, fitted["class_weights"], fitted["seg_weights"],
+                                                                 fitted["threshold"], {n: tuple(b) for n, b in biases.items()})))
+    elif manifest.shipped("grade"):  # refitted without the scans (a site's adaptation): the graders keep their share
+        fitted["grade_share"] = manifest.ensemble.get("fitted", {}).get("grade_share", 0.0)
     manifest.ensemble["fitted"] = fitted
     manifest.write()
     return fitted
@@ -172,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     val = split.select(cases, "val")
     for name in fit_int8_ranges(manifest, val, split.groups):
         print(f"{name}: int8 activation ranges measured on every {INT8_EVERY}th validation case")
-    fitted = calibrate(manifest, predict_cases(manifest, val, split.groups), split.fingerprints)
+    fitted = calibrate(manifest, predict_cases(manifest, val, split.groups, grade=False), split.fingerprints,
+                       cases=val)
     print({k: v for k, v in fitted.items() if k != "fingerprints"})
     return 0
 

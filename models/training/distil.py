@@ -26,6 +26,9 @@ MEMBER = {"classify": "classifier", "segment": "segmenter"}
 def teachers(manifest: Manifest, student: str) -> list[str]:
     """The shipped members of ``student``'s task that teach it: every other one with a share of its task's weight."""
     task = get_spec(student).task
+    if task not in MEMBER:
+        raise ValueError(f"{student} is a lesion grader: it reads crops the other members never saw, so there is "
+                         "nothing to distil from; train it without --distil")
     fusion = Fusion.from_manifest(manifest)
     others = [n for n in manifest.shipped(task) if n != student]
     shares = fusion.class_shares(others) if task == "classify" else fusion.seg_shares(others)

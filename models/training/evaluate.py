@@ -99,9 +99,10 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
     cls: dict[str, ClassificationMetrics] = {}
     fused = truths = fused_masks = None
     if preds.logits:
-        per_model, fused = fusion.classify(preds.logits)
+        per_model, fused = fusion.classify(preds.logits, preds.grade_logits)
         for name, probs in {**per_model, ENSEMBLE: fused}.items():
             cls[name] = classification_metrics(y, probs, groups=groups, average_over=present, n_boot=n_boot)
+        cls.update(grader_metrics(preds, fusion, n_boot))
     seg: dict[str, SegmentationMetrics] = {}
     if preds.seg_probs:
         truths = [read_case(c)[1] for c in cases]  # at the size the models read: a framed case's region
@@ -119,6 +120,23 @@ def evaluate_dataset(cases: list[Case], preds: CasePredictions, fusion: Fusion, 
         review = review_flag_metrics(correct, flagged, groups=groups, n_boot=n_boot)
     return DatasetEvaluation(cases[0].source, split, fingerprint, len(cases), cls, seg, review=review,
                              cases=case_outputs(preds, fused, fused_masks, truths))
+
+
+def grader_metrics(preds: CasePredictions, fusion: Fusion, n_boot: int) -> dict[str, ClassificationMetrics]:
+    """Each lesion grader alone, benign vs malignant on the lesion scans whose ensemble mask it read (its normal
+    probability 0: it makes no normal call)."""
+    pair = [CLASSES.index("benign"), CLASSES.index("malignant")]
+    out = {}
+    for name, logits in preds.grade_logits.items():
+        read = np.flatnonzero(np.isin(preds.labels, pair) & ~np.isnan(logits).any(1))
+        if len({int(preds.labels[i]) for i in read}) < 2:
+            continue
+        probs = np.zeros((len(read), len(CLASSES)))
+        probs[:, pair] = fusion.lesion_grade({name: logits[read]})
+        out[name] = classification_metrics([CLASSES[preds.labels[i]] for i in read], probs,
+                                           groups=[preds.groups[i] for i in read],
+                                           average_over=[CLASSES[k] for k in pair], n_boot=n_boot)
+    return out
 
 
 def review_flags(preds: CasePredictions, fusion: Fusion, per_model: dict[str, np.ndarray],
@@ -205,7 +223,7 @@ def write_plots(ev: DatasetEvaluation, preds: CasePredictions, fusion: Fusion, f
         plt.close(fig)
 
     if ENSEMBLE in ev.classification and "malignant_auc" in ev.classification[ENSEMBLE].scores:
-        per_model, fused = fusion.classify(preds.logits)
+        per_model, fused = fusion.classify(preds.logits, preds.grade_logits)
         mal = CLASSES.index("malignant")
         y = preds.labels == mal
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))

@@ -51,14 +51,22 @@ def render(folder: Path = WEIGHTS_DIR) -> str:
         if m:
             lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {size} | `{m['file']}` | "
                          f"{m['bytes'] / 1e6:.1f} | {m['val_score']:.3f} (epoch {m['best_epoch']}) | "
-                         f"{m['temperature'] if spec.task == 'classify' else '—'} |")
+                         f"{m['temperature'] if spec.task != 'segment' else '—'} |")
         else:
             lines.append(f"| {name} | {spec.task} | {spec.arch} | {spec.init} | {size} | not shipped yet | | | |")
     lines += ["", "Validation score: mean over datasets of macro-F1 (classifiers) or of lesion Dice at the model's "
               "input size (segmenters), as measured when shipped (since `sonomark ship` measures it: in fp16, on the "
               "validation cases of the sources the model was trained on); the epoch is its run's best. Temperatures, ensemble weights and the mask threshold are fitted on the "
               "validation split (`sonomark calibrate`): " + json.dumps(
-                  {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold") if k in fitted}), ""]
+                  {k: fitted[k] for k in ("class_weights", "seg_weights", "threshold", "grade_share") if k in fitted}), ""]
+    graders = manifest.shipped("grade")
+    if graders:
+        lines += [f"Lesion graders ({', '.join(graders)}): benign or malignant read from the square around the "
+                  "ensemble's lesion mask (the lesion's box widened on every side), not from the whole scan. Where a "
+                  "lesion is found, the ensemble's lesion probability (benign + malignant) is split between them as "
+                  f"{fitted.get('grade_share', 0.0):.2f} x the graders' split plus the rest x the classifiers' "
+                  "(`grade_share`, fitted on validation); the normal probability stays the classifiers'. A grader's rows "
+                  "below are benign vs malignant on the lesion scans whose mask it read.", ""]
     int8 = [n + (f" (the nodes under `{REGISTRY[n].int8_scope}` only; the rest in fp32)"
                  if REGISTRY[n].int8_scope else "") for n in manifest.shipped() if manifest.int8_ranges(n)]
     if int8:

@@ -139,7 +139,7 @@ def linear_probe(net: nn.Module, spec: ModelSpec, train: CaseArrays, config: Run
     others': the probe gives it no say, and fine-tuning may still learn it.
     """
     from sklearn.linear_model import LogisticRegressionCV
-    if spec.task != "classify" or not hasattr(net, "forward_head"):
+    if spec.task == "segment" or not hasattr(net, "forward_head"):
         raise ValueError(f"{config.model}: --linear-probe fits a timm classifier's head, and this model has none; "
                          "train it without --linear-probe")
     if config.init != "default" or spec.offline_init is None:
@@ -311,7 +311,7 @@ def _autocast(config: RunConfig):
 def predict_arrays(model: nn.Module, spec: ModelSpec, arrays: CaseArrays, config: RunConfig) -> np.ndarray:
     """Class probabilities ``(N, classes)`` or lesion probabilities ``(N, S, S)``, no augmentation."""
     out = run_model(model, spec, arrays.images, config.batch_size, config.device, config.bf16)
-    return softmax(out) if spec.task == "classify" else out
+    return out if spec.task == "segment" else softmax(out)
 
 
 def validate(model: nn.Module, spec: ModelSpec, val: CaseArrays, config: RunConfig,
@@ -320,7 +320,7 @@ def validate(model: nn.Module, spec: ModelSpec, val: CaseArrays, config: RunConf
     probs = predict_arrays(model, spec, val, config)
     sources = sorted(set(val.sources))
     per_source: dict[str, float] = {}
-    if spec.task == "classify":
+    if spec.task != "segment":
         p = torch.from_numpy(probs).clamp_min(1e-7)
         loss = float(F.nll_loss(p.log(), torch.from_numpy(val.labels), weight=weights))
         for s in sources:
@@ -470,7 +470,7 @@ def train_model(spec: ModelSpec, train: CaseArrays, val: CaseArrays, config: Run
             x = normalize(image.to(config.device), spec).contiguous(memory_format=torch.channels_last)
             with _autocast(config):
                 out = model(x).float()
-            if spec.task == "classify":
+            if spec.task != "segment":
                 # The class-weighted mean over the whole global batch: DDP averages the ranks' gradients,
                 # so each rank divides its weighted sum by the global weight total over the processes.
                 y = label.to(config.device)
@@ -556,6 +556,8 @@ def split_arrays(cases: Sequence[Case], split, spec: ModelSpec, limit: int | Non
     out = []
     for name in ("train", "val"):
         chosen = split.select(cases, name)
+        if spec.task == "grade":  # a grader reads lesions: benign or malignant cases
+            chosen = [c for c in chosen if c.label != "normal"]
         if limit:
             chosen = chosen[:limit]
         out.append(decode_for(chosen, spec, split.groups, progress=progress))

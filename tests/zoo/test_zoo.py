@@ -22,7 +22,7 @@ def test_build_forward_backward_and_shapes(name):
     model = zoo.build_model(name, init=None)
     x = torch.randn(2, 3, 64, 64, requires_grad=False)
     out = model(x)
-    if spec.task == "classify":
+    if spec.task != "segment":  # a classifier, or a lesion grader (classes too; its normal logit is never trained)
         assert out.shape == (2, len(CLASSES)) and spec.classes == CLASSES
     else:
         assert out.shape == (2, 1, 64, 64)  # full resolution, whatever the architecture
@@ -42,7 +42,7 @@ def test_spec_is_complete_and_cam_layer_exists(name):
     assert len(seen) == 1 and isinstance(seen[0], torch.Tensor), type(seen[0] if seen else None)
     assert seen[0].ndim == 4 and seen[0].shape[0] == 1 and min(seen[0].shape[-2:]) > 1, seen[0].shape
     assert seen[0].requires_grad
-    assert spec.task in ("classify", "segment") and spec.input_size % 32 == 0
+    assert spec.task in ("classify", "segment", "grade") and spec.input_size % 32 == 0
     assert len(spec.mean) == len(spec.std) == 3 and spec.init and spec.arch
     assert spec.weights_file == f"{name}.safetensors"
 

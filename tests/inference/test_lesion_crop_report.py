@@ -1,0 +1,46 @@
+"""``reports/lesion_crop.py``: the readings it scores, and crops taken from a given mask."""
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+from models.data.paths import REPO
+from models.data.records import CLASSES
+
+sys.path.insert(0, str(REPO / "reports"))
+spec = importlib.util.spec_from_file_location("lesion_crop", REPO / "reports" / "lesion_crop.py")
+lesion_crop = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lesion_crop)
+
+B, M = CLASSES.index("benign"), CLASSES.index("malignant")
+
+
+def test_graded_readings_fall_back_to_the_whole_scan_where_the_mask_is_empty():
+    malignant = np.array([False, True, False, True])
+    whole = np.array([[0.6, 0.4, 0.0], [0.4, 0.6, 0.0], [0.3, 0.7, 0.0], [0.7, 0.3, 0.0]])  # wrong on the last two
+    crop = np.zeros((4, 3))
+    crop[:, M] = [-3.0, 3.0, -3.0, 3.0]  # right everywhere
+    crop[3] = np.nan  # no lesion found: the whole scan's wrong answer stays
+    truth = np.zeros((4, 3))
+    truth[:, M] = [-1.0, 1.0, -1.0, 1.0]
+    s = lesion_crop.scores({"whole": whole, "truth": truth, "unet": crop}, malignant)
+    assert s["whole scan (twin)"] == pytest.approx(0.25)
+    assert s["crop alone, reference mask"] == 1.0
+    assert s["graded, U-Net mask, share 1.0"] == 1.0  # the unread scan keeps its whole-scan 0.3, above both benign crops
+    assert set(s) == {"whole scan (twin)", "crop alone, reference mask",
+                      *(f"graded, U-Net mask, share {a}" for a in lesion_crop.SHARES)}
+
+
+def test_crops_follow_the_given_masks_and_an_empty_one_reads_the_whole_scan(tmp_path):
+    from tests.conftest import write_busi
+    from models.data import load_cases
+
+    cases = [c for c in load_cases([write_busi(tmp_path / "busi", {"benign": 2, "malignant": 1, "normal": 0})])]
+    gray_shape = lesion_crop.read_case(cases[0])[0].shape
+    own = lesion_crop.crop_arrays(cases, {}, 32, 0.3)
+    assert own.images.shape == (3, 32, 32) and own.masks.any(axis=(1, 2)).all()
+    empty = [np.zeros(lesion_crop.read_case(c)[0].shape, bool) for c in cases]
+    whole = lesion_crop.crop_arrays(cases, {}, 32, 0.3, empty)
+    assert np.array_equal(whole.images[0], lesion_crop.resize_scan(lesion_crop.read_case(cases[0])[0], 32))
+    assert gray_shape == (48, 64)

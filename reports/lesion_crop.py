@@ -142,7 +142,7 @@ def evaluate(args) -> int:
     split, cases = load_verified([DEFAULT_DATA_DIR / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
     rows: dict[tuple, list[float]] = {}
     empty: dict[tuple, list[float]] = {}
-    for run in sorted(r for r in RUNS.glob("*-s*") if finished(r)):
+    for run in sorted(r for r in RUNS.glob(f"{args.source or '*'}-*-s*") if finished(r)):
         source, tag, seed = run.name.split("-")
         if not (finished(runs_of(MODEL) / f"{source}-squash-{seed}")
                 and finished(runs_of(SEGMENTER) / f"{source}-squash-{seed}", SEGMENTER)):
@@ -204,7 +204,8 @@ def main(argv=None) -> int:
     t.add_argument("--source", choices=tuple(FOLDERS), required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--margin", type=float, default=0.3)
-    sub.add_parser("evaluate")
+    e = sub.add_parser("evaluate")
+    e.add_argument("--source", choices=tuple(FOLDERS), help="only the runs trained on this source (default: all)")
     d = sub.add_parser("in-domain")
     d.add_argument("--weights", type=Path, required=True, help="a weights folder with a lesion grader shipped")
     args = ap.parse_args(argv)

@@ -180,17 +180,18 @@ def decode_for(cases: Sequence[Case], spec: ModelSpec, groups: dict[str, str] | 
 
 
 def decode_lesions(cases: Sequence[Case], spec: ModelSpec, groups: dict[str, str] | None = None,
-                   progress: bool = True) -> CaseArrays:
-    """Lesion cases as a grader trains on them: the crop around the reference mask (``lesion_crop``)."""
+                   progress: bool = True, boxes_from: Sequence[np.ndarray] | None = None) -> CaseArrays:
+    """Lesion cases as a grader reads them: the crop around the reference mask (``lesion_crop``), or around
+    ``boxes_from[k]`` (a mask at case k's scan size, e.g. a segmenter's) where given."""
     size = spec.input_size
     images = np.empty((len(cases), size, size), np.uint8)
     masks = np.empty((len(cases), size, size), bool)
     for k, case in enumerate(tqdm(cases, desc=f"cropping lesions at {size} px", unit="scan", disable=not progress)):
         gray, mask = read_case(case)
-        box = lesion_box(mask, spec.crop_margin)
+        box = lesion_box(mask if boxes_from is None else boxes_from[k], spec.crop_margin)
         if box is None:
             raise ValueError(f"{case.image_path}: {case.label} case {case.case_id} has an empty lesion mask; a lesion "
-                             "grader trains on lesion cases with masks only (check its mask files)")
+                             "grader reads lesion cases with masks only (check its mask files, or leave it out)")
         t, l, b, r = box
         images[k], masks[k] = resize_scan(gray[t:b, l:r], size), resize_mask(mask[t:b, l:r], size)
     return CaseArrays(tuple(c.case_id for c in cases), tuple(c.source for c in cases),

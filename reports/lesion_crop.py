@@ -37,7 +37,7 @@ from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.inference.ensemble import Fusion, run_model, softmax  # noqa: E402
 from models.inference.postprocess import clean_mask  # noqa: E402
-from models.preprocess import CaseArrays, lesion_box, read_case, resize_mask, resize_scan, to_scan  # noqa: E402
+from models.preprocess import decode_for, decode_lesions, read_case, resize_scan, to_scan  # noqa: E402
 from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
 sys.path.insert(0, str(REPO / "reports"))
@@ -49,28 +49,13 @@ RUNS = REPO / "runs" / "lesion-crop"
 MALIGNANT = CLASSES.index("malignant")
 
 
-def crop(gray: np.ndarray, mask: np.ndarray, box, size: int) -> tuple[np.ndarray, np.ndarray]:
-    if box is None:
-        return resize_scan(gray, size), resize_mask(mask, size)
-    t, l, b, r = box
-    return resize_scan(gray[t:b, l:r], size), resize_mask(mask[t:b, l:r], size)
-
-
 def lesion_cases(split, cases, source: str, name: str):
     return [c for c in split.select([c for c in cases if c.source == source], name) if c.label != "normal"]
 
 
-def crop_arrays(chosen, groups, size: int, margin: float, masks: list[np.ndarray] | None = None) -> CaseArrays:
-    """The cases' lesion crops; boxes from ``masks`` (in each scan's pixels) where given, else the reference's."""
-    images = np.empty((len(chosen), size, size), np.uint8)
-    out_masks = np.empty((len(chosen), size, size), bool)
-    for k, case in enumerate(chosen):
-        gray, mask = read_case(case)
-        box = lesion_box(mask if masks is None else masks[k], margin)
-        images[k], out_masks[k] = crop(gray, mask, box, size)
-    return CaseArrays(tuple(c.case_id for c in chosen), tuple(c.source for c in chosen),
-                      tuple(groups.get(c.case_id, c.group_id) for c in chosen),
-                      np.array([CLASSES.index(c.label) for c in chosen]), images, out_masks)
+def grader_spec(margin: float):
+    """Lite0 reading lesion crops with ``margin`` (``models.preprocess.decode_lesions``), as the report's runs do."""
+    return dataclasses.replace(REGISTRY[MODEL], task="grade", crop_margin=margin)
 
 
 def run_dir(source: str, margin: float, seed: int) -> Path:
@@ -81,8 +66,8 @@ def train(args) -> int:
     from models.training.train import RunConfig, pick_device, seed_everything, train_model
     spec = REGISTRY[MODEL]
     split, cases = load_verified([DEFAULT_DATA_DIR / FOLDERS[args.source]], DEFAULT_SPLIT, progress=False)
-    tr, va = (crop_arrays(lesion_cases(split, cases, args.source, n), split.groups, spec.input_size, args.margin)
-              for n in ("train", "val"))
+    tr, va = (decode_lesions(lesion_cases(split, cases, args.source, n), grader_spec(args.margin), split.groups,
+                             progress=False) for n in ("train", "val"))
     config = RunConfig.for_model(spec, pick_device("cpu"), epochs=12, batch_size=32, lr=3e-4, patience=6,
                                  seed=args.seed, data=(args.source,), split_fingerprints=split.fingerprints)
     seed_everything(args.seed)
@@ -102,26 +87,25 @@ def predicted_masks(run: Path, scans: list[np.ndarray]) -> list[np.ndarray]:
     return [clean_mask(to_scan(p, g.shape) > 0.5) for p, g in zip(probs, scans)]
 
 
-def logits(weights: Path, chosen, groups, margin: float, masks) -> np.ndarray:
+def logits(weights: Path, images: np.ndarray) -> np.ndarray:
     net = build_model(MODEL, init=None)
     load_state_file(net, weights)
-    arrays = crop_arrays(chosen, groups, REGISTRY[MODEL].input_size, margin, masks)
-    return run_model(net.eval(), REGISTRY[MODEL], arrays.images)
+    return run_model(net.eval(), REGISTRY[MODEL], images)
 
 
 def outputs(run: Path, chosen, groups) -> dict[str, np.ndarray]:
     """The crop model's logits on crops from the reference mask and from the U-Net's of the same source and seed
     (NaN rows where that mask is empty), and the whole-scan twin's probabilities."""
     source, tag, seed = run.name.split("-")
-    margin = int(tag[1:]) / 100
-    scans = [read_case(c) for c in chosen]
-    empty = [np.zeros_like(m) for _, m in scans]
-    masks = predicted_masks(runs_of(SEGMENTER) / f"{source}-squash-{seed}", [g for g, _ in scans])
-    unet = logits(run / MODEL / "best.pt", chosen, groups, margin, masks)
-    unet[[not m.any() for m in masks]] = np.nan
-    return {"truth": logits(run / MODEL / "best.pt", chosen, groups, margin, None), "unet": unet,
-            "whole": softmax(logits(runs_of(MODEL) / f"{source}-squash-{seed}" / MODEL / "best.pt", chosen, groups,
-                                    margin, empty))}
+    spec = grader_spec(int(tag[1:]) / 100)
+    masks = predicted_masks(runs_of(SEGMENTER) / f"{source}-squash-{seed}", [read_case(c)[0] for c in chosen])
+    found = [k for k, m in enumerate(masks) if m.any()]
+    unet = np.full((len(chosen), len(CLASSES)), np.nan, np.float32)
+    unet[found] = logits(run / MODEL / "best.pt", decode_lesions([chosen[k] for k in found], spec, groups, False,
+                                                                 [masks[k] for k in found]).images)
+    whole = decode_for(chosen, REGISTRY[MODEL], groups, progress=False).images
+    return {"truth": logits(run / MODEL / "best.pt", decode_lesions(chosen, spec, groups, progress=False).images),
+            "unet": unet, "whole": softmax(logits(runs_of(MODEL) / f"{source}-squash-{seed}" / MODEL / "best.pt", whole))}
 
 
 SHARES = (0.1, 0.3, 0.5, 0.7, 1.0)

@@ -210,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     val = split.select(cases, "val")
     for name in fit_int8_ranges(manifest, val, split.groups):
         print(f"{name}: int8 activation ranges measured on every {INT8_EVERY}th validation case")
-    fitted = calibrate(manifest, predict_cases(manifest, val, split.groups, grade=False), split.fingerprints,
-                       cases=val)
+    try:
+        fitted = calibrate(manifest, predict_cases(manifest, val, split.groups, grade=False), split.fingerprints,
+                           cases=val)
+    except ValueError as error:  # a lesion grader with too few validation lesions to fit (fit_grading)
+        print(f"error: {args.weights / 'manifest.json'}: {error}", file=sys.stderr)
+        return 1
     print({k: v for k, v in fitted.items() if k != "fingerprints"})
     return 0
 

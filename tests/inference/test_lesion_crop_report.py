@@ -32,15 +32,20 @@ def test_graded_readings_fall_back_to_the_whole_scan_where_the_mask_is_empty():
                       *(f"graded, U-Net mask, share {a}" for a in lesion_crop.SHARES)}
 
 
-def test_crops_follow_the_given_masks_and_an_empty_one_reads_the_whole_scan(tmp_path):
-    from tests.conftest import write_busi
+def test_crops_follow_the_given_masks_and_an_empty_one_is_refused_by_name(tmp_path):
     from models.data import load_cases
+    from models.preprocess import decode_lesions
+    from tests.conftest import write_busi
 
-    cases = [c for c in load_cases([write_busi(tmp_path / "busi", {"benign": 2, "malignant": 1, "normal": 0})])]
-    gray_shape = lesion_crop.read_case(cases[0])[0].shape
-    own = lesion_crop.crop_arrays(cases, {}, 32, 0.3)
-    assert own.images.shape == (3, 32, 32) and own.masks.any(axis=(1, 2)).all()
-    empty = [np.zeros(lesion_crop.read_case(c)[0].shape, bool) for c in cases]
-    whole = lesion_crop.crop_arrays(cases, {}, 32, 0.3, empty)
-    assert np.array_equal(whole.images[0], lesion_crop.resize_scan(lesion_crop.read_case(cases[0])[0], 32))
-    assert gray_shape == (48, 64)
+    cases = load_cases([write_busi(tmp_path / "busi", {"benign": 2, "malignant": 1, "normal": 0})])
+    spec = lesion_crop.grader_spec(0.3)
+    own = decode_lesions(cases, spec, progress=False)
+    assert own.images.shape == (3, 224, 224) and own.masks.any(axis=(1, 2)).all()
+    gray = lesion_crop.read_case(cases[0])[0]
+    assert gray.shape == (48, 64)
+    corner = np.zeros(gray.shape, bool)
+    corner[:4, :4] = True  # a segmenter's box elsewhere: the crop follows it, not the reference mask
+    given = decode_lesions(cases[:1], spec, progress=False, boxes_from=[corner])
+    assert np.array_equal(given.images[0], lesion_crop.resize_scan(gray[:6, :6], 224))
+    with pytest.raises(ValueError, match=str(cases[0].image_path).replace("(", r"\(").replace(")", r"\)")):
+        decode_lesions(cases[:1], spec, progress=False, boxes_from=[np.zeros(gray.shape, bool)])

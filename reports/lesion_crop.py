@@ -8,7 +8,8 @@ bounding box of its mask, widened by ``--margin`` of its size on every side and 
 crop model answers benign or malignant, the whole-scan ensemble keeps the normal call.
 
     python reports/lesion_crop.py train --source busi --seed 0       # runs/lesion-crop/busi-m30-s0
-    python reports/lesion_crop.py evaluate                            # every finished run, beside its twin
+    python reports/lesion_crop.py train --source busi --augment scanner   # busi-m30scanner-s0: scanner shift too
+    python reports/lesion_crop.py evaluate [--source S] [--augment A]  # every finished run, beside its twin
     python reports/lesion_crop.py in-domain --weights runs/cand-grader   # the ensemble's validation at each share
 
 Training is the one-source cross-site recipe of ``reports/aspect_fit.py`` (12 epochs, batch 32, lr 3e-4, patience
@@ -18,12 +19,15 @@ cleaned mask of the U-Net trained on the same source and seed (what the pipeline
 whole-scan Lite0 of the same source and seed (``runs/aspect-fit/*-squash-s*``), read on the same scans; "graded"
 re-splits the twin's lesion probability by the crop model's as the ensemble does (``Fusion.grade``) at several
 shares, the twin alone where the U-Net's mask is empty. Score: malignant AUC among lesion scans, each reading minus
-the twin's paired by seed. Test splits are not read.
+the twin's paired by seed. Each run's scores are kept in ``scores-<source read>.json`` beside its weights and read
+again only when its or its twins' weights are newer. Test splits are not read.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -37,6 +41,7 @@ from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.inference.ensemble import Fusion, run_model, softmax  # noqa: E402
 from models.inference.postprocess import clean_mask  # noqa: E402
+from models.training.augment import AUGMENTATIONS  # noqa: E402
 from models.preprocess import decode_for, decode_lesions, read_case, resize_scan, to_scan  # noqa: E402
 from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
@@ -58,8 +63,14 @@ def grader_spec(margin: float):
     return dataclasses.replace(REGISTRY[MODEL], task="grade", crop_margin=margin)
 
 
-def run_dir(source: str, margin: float, seed: int) -> Path:
-    return RUNS / f"{source}-m{round(100 * margin)}-s{seed}"
+def run_dir(source: str, margin: float, seed: int, augment: str = "standard") -> Path:
+    """``runs/lesion-crop/busi-m30-s0``; ``busi-m30scanner-s0`` with the scanner-shift augmentation."""
+    return RUNS / f"{source}-m{round(100 * margin)}{'' if augment == 'standard' else augment}-s{seed}"
+
+
+def run_margin(tag: str) -> float:
+    """The margin a run's tag (``m30``, ``m30scanner``) names."""
+    return int(re.match(r"m(\d+)", tag)[1]) / 100
 
 
 def train(args) -> int:
@@ -69,9 +80,10 @@ def train(args) -> int:
     tr, va = (decode_lesions(lesion_cases(split, cases, args.source, n), grader_spec(args.margin), split.groups,
                              progress=False) for n in ("train", "val"))
     config = RunConfig.for_model(spec, pick_device("cpu"), epochs=12, batch_size=32, lr=3e-4, patience=6,
-                                 seed=args.seed, data=(args.source,), split_fingerprints=split.fingerprints)
+                                 seed=args.seed, data=(args.source,), split_fingerprints=split.fingerprints,
+                                 augment=args.augment)
     seed_everything(args.seed)
-    out = run_dir(args.source, args.margin, args.seed)
+    out = run_dir(args.source, args.margin, args.seed, args.augment)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{out.name}: {len(tr)} train / {len(va)} validation lesion crops", flush=True)
     train_model(spec, tr, va, config, out / MODEL, progress=False)
@@ -97,7 +109,7 @@ def outputs(run: Path, chosen, groups) -> dict[str, np.ndarray]:
     """The crop model's logits on crops from the reference mask and from the U-Net's of the same source and seed
     (NaN rows where that mask is empty), and the whole-scan twin's probabilities."""
     source, tag, seed = run.name.split("-")
-    spec = grader_spec(int(tag[1:]) / 100)
+    spec = grader_spec(run_margin(tag))
     masks = predicted_masks(runs_of(SEGMENTER) / f"{source}-squash-{seed}", [read_case(c)[0] for c in chosen])
     found = [k for k, m in enumerate(masks) if m.any()]
     unet = np.full((len(chosen), len(CLASSES)), np.nan, np.float32)
@@ -122,24 +134,41 @@ def scores(p: dict[str, np.ndarray], malignant: np.ndarray) -> dict[str, float]:
     return {k: float(roc_auc_score(malignant, v)) for k, v in ways.items()}
 
 
+def read_scores(run: Path, read: str, split, cases) -> dict:
+    """``scores`` of ``run`` on ``read``'s validation lesion scans and the share of them its U-Net left empty, kept in
+    ``run/scores-<read>.json`` (read again only when the run's or its twins' weights are newer than it)."""
+    source, _, seed = run.name.split("-")
+    kept = run / f"scores-{read}.json"
+    inputs = [run / MODEL / "best.pt", runs_of(MODEL) / f"{source}-squash-{seed}" / MODEL / "best.pt",
+              runs_of(SEGMENTER) / f"{source}-squash-{seed}" / SEGMENTER / "best.pt"]
+    if kept.exists() and all(kept.stat().st_mtime > f.stat().st_mtime for f in inputs):
+        return json.loads(kept.read_text())
+    chosen = lesion_cases(split, cases, read, "val")
+    p = outputs(run, chosen, split.groups)
+    got = {"scores": scores(p, np.array([c.label == "malignant" for c in chosen])),
+           "empty": float(np.isnan(p["unet"]).any(1).mean()), "split": split.fingerprints}
+    kept.write_text(json.dumps(got, indent=1))
+    return got
+
+
 def evaluate(args) -> int:
     split, cases = load_verified([DEFAULT_DATA_DIR / f for f in FOLDERS.values()], DEFAULT_SPLIT, progress=False)
     rows: dict[tuple, list[float]] = {}
     empty: dict[tuple, list[float]] = {}
     for run in sorted(r for r in RUNS.glob(f"{args.source or '*'}-*-s*") if finished(r)):
         source, tag, seed = run.name.split("-")
+        if args.augment and tag.lstrip("m0123456789") != ("" if args.augment == "standard" else args.augment):
+            continue
         if not (finished(runs_of(MODEL) / f"{source}-squash-{seed}")
                 and finished(runs_of(SEGMENTER) / f"{source}-squash-{seed}", SEGMENTER)):
             print(f"{run.name}: its twins have not finished; skipped")
             continue
         for read in (OTHER[source], source):
-            chosen = lesion_cases(split, cases, read, "val")
-            p = outputs(run, chosen, split.groups)
-            malignant = np.array([c.label == "malignant" for c in chosen])
-            for k, v in scores(p, malignant).items():
+            got = read_scores(run, read, split, cases)
+            for k, v in got["scores"].items():
                 rows.setdefault((source, tag, read, k), []).append(v)
-            empty.setdefault((source, tag, read), []).append(float(np.isnan(p["unet"]).any(1).mean()))
-            print(run.name, read, flush=True)
+            empty.setdefault((source, tag, read), []).append(got["empty"])
+            print(run.name, read, " ".join(f"{v:.3f}" for v in got["scores"].values()), flush=True)
     print("\nMalignant AUC among validation lesion scans (mean over seeds; minus the whole scan paired by seed, "
           "95% t interval)\n")
     print("| trained on | margin | read on | U-Net empty | reading | seeds | AUC | minus whole scan |")
@@ -188,8 +217,11 @@ def main(argv=None) -> int:
     t.add_argument("--source", choices=tuple(FOLDERS), required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--margin", type=float, default=0.3)
+    t.add_argument("--augment", choices=AUGMENTATIONS, default="standard",
+                   help='"scanner": also scanner-shift changes of intensity (models/training/augment.py)')
     e = sub.add_parser("evaluate")
     e.add_argument("--source", choices=tuple(FOLDERS), help="only the runs trained on this source (default: all)")
+    e.add_argument("--augment", choices=AUGMENTATIONS, help="only the runs trained with this augmentation")
     d = sub.add_parser("in-domain")
     d.add_argument("--weights", type=Path, required=True, help="a weights folder with a lesion grader shipped")
     args = ap.parse_args(argv)

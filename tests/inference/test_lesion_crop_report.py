@@ -49,3 +49,12 @@ def test_crops_follow_the_given_masks_and_an_empty_one_is_refused_by_name(tmp_pa
     assert np.array_equal(given.images[0], lesion_crop.resize_scan(gray[:6, :6], 224))
     with pytest.raises(ValueError, match=str(cases[0].image_path).replace("(", r"\(").replace(")", r"\)")):
         decode_lesions(cases[:1], spec, progress=False, boxes_from=[np.zeros(gray.shape, bool)])
+
+
+def test_run_names_carry_the_augmentation_and_the_margin_reads_back_from_either():
+    standard = lesion_crop.run_dir("busi", 0.3, 0)
+    scanner = lesion_crop.run_dir("busbra", 0.25, 2, "scanner")
+    assert (standard.name, scanner.name) == ("busi-m30-s0", "busbra-m25scanner-s2")
+    for run, margin in ((standard, 0.3), (scanner, 0.25)):
+        source, tag, seed = run.name.split("-")  # how evaluate reads a run's name
+        assert lesion_crop.run_margin(tag) == margin

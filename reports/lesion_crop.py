@@ -20,7 +20,7 @@ whole-scan Lite0 of the same source and seed (``runs/aspect-fit/*-squash-s*``), 
 re-splits the twin's lesion probability by the crop model's as the ensemble does (``Fusion.grade``) at several
 shares, the twin alone where the U-Net's mask is empty. Score: malignant AUC among lesion scans, each reading minus
 the twin's paired by seed. Each run's scores are kept in ``scores-<source read>.json`` beside its weights and read
-again only when its or its twins' weights are newer. Test splits are not read.
+again only when its or its twins' weights are newer or the committed split changed. Test splits are not read.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ from models.data.splits import DEFAULT_SPLIT, load_verified  # noqa: E402
 from models.data.sources import DEFAULT_DATA_DIR  # noqa: E402
 from models.inference.ensemble import Fusion, run_model, softmax  # noqa: E402
 from models.inference.postprocess import clean_mask  # noqa: E402
-from models.training.augment import AUGMENTATIONS  # noqa: E402
 from models.preprocess import decode_for, decode_lesions, read_case, resize_scan, to_scan  # noqa: E402
+from models.training.augment import AUGMENTATIONS  # noqa: E402
 from models.zoo import REGISTRY, build_model, load_state_file  # noqa: E402
 
 sys.path.insert(0, str(REPO / "reports"))
@@ -68,9 +68,10 @@ def run_dir(source: str, margin: float, seed: int, augment: str = "standard") ->
     return RUNS / f"{source}-m{round(100 * margin)}{'' if augment == 'standard' else augment}-s{seed}"
 
 
-def run_margin(tag: str) -> float:
-    """The margin a run's tag (``m30``, ``m30scanner``) names."""
-    return int(re.match(r"m(\d+)", tag)[1]) / 100
+def run_tag(tag: str) -> tuple[float, str]:
+    """The margin and augmentation a run's tag (``m30``, ``m30scanner``) names: ``run_dir``'s naming read back."""
+    found = re.fullmatch(r"m(\d+)(\w*)", tag)
+    return int(found[1]) / 100, found[2] or "standard"
 
 
 def train(args) -> int:
@@ -109,7 +110,7 @@ def outputs(run: Path, chosen, groups) -> dict[str, np.ndarray]:
     """The crop model's logits on crops from the reference mask and from the U-Net's of the same source and seed
     (NaN rows where that mask is empty), and the whole-scan twin's probabilities."""
     source, tag, seed = run.name.split("-")
-    spec = grader_spec(run_margin(tag))
+    spec = grader_spec(run_tag(tag)[0])
     masks = predicted_masks(runs_of(SEGMENTER) / f"{source}-squash-{seed}", [read_case(c)[0] for c in chosen])
     found = [k for k, m in enumerate(masks) if m.any()]
     unet = np.full((len(chosen), len(CLASSES)), np.nan, np.float32)
@@ -136,13 +137,15 @@ def scores(p: dict[str, np.ndarray], malignant: np.ndarray) -> dict[str, float]:
 
 def read_scores(run: Path, read: str, split, cases) -> dict:
     """``scores`` of ``run`` on ``read``'s validation lesion scans and the share of them its U-Net left empty, kept in
-    ``run/scores-<read>.json`` (read again only when the run's or its twins' weights are newer than it)."""
+    ``run/scores-<read>.json`` (read again when the run's or its twins' weights are newer, or the split differs)."""
     source, _, seed = run.name.split("-")
     kept = run / f"scores-{read}.json"
     inputs = [run / MODEL / "best.pt", runs_of(MODEL) / f"{source}-squash-{seed}" / MODEL / "best.pt",
               runs_of(SEGMENTER) / f"{source}-squash-{seed}" / SEGMENTER / "best.pt"]
     if kept.exists() and all(kept.stat().st_mtime > f.stat().st_mtime for f in inputs):
-        return json.loads(kept.read_text())
+        got = json.loads(kept.read_text())
+        if got["split"] == split.fingerprints:  # scores of another split are read again
+            return got
     chosen = lesion_cases(split, cases, read, "val")
     p = outputs(run, chosen, split.groups)
     got = {"scores": scores(p, np.array([c.label == "malignant" for c in chosen])),
@@ -157,7 +160,7 @@ def evaluate(args) -> int:
     empty: dict[tuple, list[float]] = {}
     for run in sorted(r for r in RUNS.glob(f"{args.source or '*'}-*-s*") if finished(r)):
         source, tag, seed = run.name.split("-")
-        if args.augment and tag.lstrip("m0123456789") != ("" if args.augment == "standard" else args.augment):
+        if args.augment and run_tag(tag)[1] != args.augment:
             continue
         if not (finished(runs_of(MODEL) / f"{source}-squash-{seed}")
                 and finished(runs_of(SEGMENTER) / f"{source}-squash-{seed}", SEGMENTER)):

@@ -51,10 +51,10 @@ def test_crops_follow_the_given_masks_and_an_empty_one_is_refused_by_name(tmp_pa
         decode_lesions(cases[:1], spec, progress=False, boxes_from=[np.zeros(gray.shape, bool)])
 
 
-def test_run_names_carry_the_augmentation_and_the_margin_reads_back_from_either():
+def test_run_names_carry_the_margin_and_the_augmentation_and_read_back():
     standard = lesion_crop.run_dir("busi", 0.3, 0)
     scanner = lesion_crop.run_dir("busbra", 0.25, 2, "scanner")
     assert (standard.name, scanner.name) == ("busi-m30-s0", "busbra-m25scanner-s2")
-    for run, margin in ((standard, 0.3), (scanner, 0.25)):
+    for run, made in ((standard, (0.3, "standard")), (scanner, (0.25, "scanner"))):
         source, tag, seed = run.name.split("-")  # how evaluate reads a run's name
-        assert lesion_crop.run_margin(tag) == margin
+        assert lesion_crop.run_tag(tag) == made
